@@ -1,0 +1,458 @@
+"""
+MotionMAE: a video masked autoencoder that reconstructs, at every hidden token, both the pixels
+(space) and the frame difference (time) of its tubelet. Yang et al., arXiv 2210.04154.
+
+    model = MotionMAE(PRESETS['base'])                   # ViT-B encoder + two decoders
+    out = model(x, x_next)                               # x, x_next: normalized (B, 3, T, H, W)
+    out['loss'].backward()                               # L = L_space + time_weight * L_time
+
+With time_weight == 0 the time branch is not built and the model is exactly VideoMAE.
+
+Symbols: B batch, C=3 channels, T frames, H×W pixels, u tubelet size, p patch size,
+t=T/u, h=H/p, w=W/p, N=t·h·w tokens, N_vis visible tokens, N_hid hidden tokens,
+D encoder width, D_d decoder width, K = u·p·p·C values per token target.
+
+paper ↔ code
+    §3.1 tube masking                  tube_mask, random_mask
+    §3.1 ViT encoder on visible tokens Encoder
+    §3.2 appearance (space) target     space_target
+    §3.2 motion (time) target          time_target (frame difference x_{i+g} - x_i)
+    §3.2 two decoders / shared decoder Decoder, MotionMAE(decoder='separate'|'shared')
+    §3.2 L = L_space + λ L_time        MotionMAE.forward
+    §4   finetuning                    VideoClassifier
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# -----------------------------------------------------------------------------
+# config
+
+
+@dataclass
+class ModelConfig:
+    img_size: int = 224
+    num_frames: int = 16
+    patch_size: int = 16          # p
+    tubelet_size: int = 2         # u
+    embed_dim: int = 768          # D
+    depth: int = 12
+    num_heads: int = 12
+    decoder_embed_dim: int = 384  # D_d
+    decoder_depth: int = 4
+    decoder_num_heads: int = 6
+    mlp_ratio: float = 4.0
+    mask_ratio: float = 0.9       # [VideoMAE] 0.9 (0.75 for UCF101)
+    mask_type: str = 'tube'       # 'tube' | 'random'
+    decoder: str = 'separate'     # [paper] 'separate' (two decoders) | 'shared' (one trunk, two heads)
+    time_weight: float = 1.0      # λ [paper]; 0 = no time branch = VideoMAE
+    motion_norm: str = 'patch'    # [ours] normalise the motion target per tubelet like pixels | 'none'
+    learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
+    drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
+
+    @property
+    def grid(self):  # (t, h, w) of the training input
+        return (self.num_frames // self.tubelet_size, self.img_size // self.patch_size,
+                self.img_size // self.patch_size)
+
+
+# encoder D/depth/heads; decoder D_d/depth/heads [VideoMAE]; 'tiny' is ours, for tests and the CPU demo
+PRESETS = {
+    'tiny': dict(patch_size=8, embed_dim=192, depth=4, num_heads=3,
+                 decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
+    'small': dict(embed_dim=384, depth=12, num_heads=6,
+                  decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
+    'base': dict(embed_dim=768, depth=12, num_heads=12,
+                 decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
+    'large': dict(embed_dim=1024, depth=24, num_heads=16,
+                  decoder_embed_dim=512, decoder_depth=4, decoder_num_heads=8),
+    'huge': dict(embed_dim=1280, depth=32, num_heads=16,
+                 decoder_embed_dim=640, decoder_depth=4, decoder_num_heads=8),
+}
+
+# -----------------------------------------------------------------------------
+# geometry: patchify, position tables
+
+
+def patchify(x, u, p):
+    """(B, C, T, H, W) -> (B, N, u*p*p*C), tokens in (t, h, w) raster order, values as (u, p, p, C)."""
+    B, C, T, H, W = x.shape
+    x = x.reshape(B, C, T // u, u, H // p, p, W // p, p)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, t, h, w, u, p, p, C)
+    return x.reshape(B, (T // u) * (H // p) * (W // p), u * p * p * C)
+
+
+def unpatchify(x, u, p, grid):
+    """(B, N, u*p*p*C) -> (B, C, T, H, W); the exact inverse of patchify for grid (t, h, w)."""
+    t, h, w = grid
+    B, C = x.shape[0], x.shape[2] // (u * p * p)
+    x = x.reshape(B, t, h, w, u, p, p, C).permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, t, u, h, p, w, p)
+    return x.reshape(B, C, t * u, h * p, w * p)
+
+
+def sinusoid_table(n, d):
+    """VideoMAE's fixed table (n, d): angle pos / 10000^(2(j//2)/d), sin on even j, cos on odd j.
+    Computed in float64 then cast: float32 angles near pos=1500 are off by ~1e-4."""
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    j = torch.arange(d, dtype=torch.float64)[None, :]
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode='floor') / d)
+    return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()  # (n, d)
+
+
+def resize_pos(table, src, dst):
+    """Resize a (1, N, D) table from grid src=(t,h,w) to dst: bicubic over (h, w), linear over t.
+    Returns the table untouched when the grids are equal, so the training grid stays exact."""
+    if tuple(src) == tuple(dst):
+        return table
+    (t, h, w), (t2, h2, w2), D = src, dst, table.shape[-1]
+    x = table.reshape(t, h, w, D).permute(0, 3, 1, 2).float()              # (t, D, h, w)
+    x = F.interpolate(x, size=(h2, w2), mode='bicubic', align_corners=False)
+    x = x.permute(2, 3, 1, 0).reshape(h2 * w2, D, t)                      # (h2·w2, D, t)
+    x = F.interpolate(x, size=t2, mode='linear', align_corners=False)
+    return x.permute(2, 0, 1).reshape(1, t2 * h2 * w2, D).to(table.dtype)  # (1, N', D)
+
+# -----------------------------------------------------------------------------
+# masking (True = hidden, VideoMAE's convention); static shapes: argsort + scatter, no boolean indexing
+
+
+def tube_mask(B, grid, mask_ratio, device=None):
+    """Hide the same int(h·w·ρ) spatial positions in every temporal slot. -> (B, N) bool."""
+    t, h, w = grid
+    n_hid = int(mask_ratio * h * w)
+    ids = torch.rand(B, h * w, device=device).argsort(dim=1)  # random order of spatial positions
+    hid = torch.zeros(B, h * w, dtype=torch.bool, device=device).scatter_(1, ids[:, :n_hid], True)
+    return hid[:, None, :].expand(B, t, h * w).reshape(B, t * h * w)
+
+
+def random_mask(B, grid, mask_ratio, device=None):
+    """Hide int(N·ρ) tokens drawn independently per token (an ablation). -> (B, N) bool."""
+    N = grid[0] * grid[1] * grid[2]
+    ids = torch.rand(B, N, device=device).argsort(dim=1)
+    return torch.zeros(B, N, dtype=torch.bool, device=device).scatter_(1, ids[:, :int(mask_ratio * N)], True)
+
+
+def num_hidden(cfg):
+    t, h, w = cfg.grid
+    return t * int(cfg.mask_ratio * h * w) if cfg.mask_type == 'tube' else int(cfg.mask_ratio * t * h * w)
+
+# -----------------------------------------------------------------------------
+# targets: pure functions of the normalized clips; computed on the device in fp32
+
+
+def normalize_patches(v, C=3):
+    """Per token and channel: subtract the mean, divide by (unbiased std + 1e-6) over u·p·p values."""
+    B, N, K = v.shape
+    v = v.reshape(B, N, K // C, C)
+    v = (v - v.mean(dim=-2, keepdim=True)) / (v.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
+    return v.reshape(B, N, K)
+
+
+def unnormalize(x):
+    """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
+    return x.float() * std + mean
+
+
+def space_target(cfg, x, x_next=None):
+    """[VideoMAE] the token's pixels in [0,1], normalised per tubelet and channel. -> (B, N, K)"""
+    return normalize_patches(patchify(unnormalize(x), cfg.tubelet_size, cfg.patch_size))
+
+
+def time_target(cfg, x, x_next):
+    """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels; normalised per
+    tubelet the same way with motion_norm='patch' [ours], raw with 'none'. -> (B, N, K)"""
+    m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
+    return normalize_patches(m) if cfg.motion_norm == 'patch' else m
+
+
+# a new pretext task = one target function + one entry here (and its weight in the config)
+TARGETS = {'space': space_target, 'time': time_target}
+
+
+def target_weights(cfg):
+    return {'space': 1.0, 'time': cfg.time_weight} if cfg.time_weight > 0 else {'space': 1.0}
+
+# -----------------------------------------------------------------------------
+# transformer blocks (VideoMAE parameter names, so its checkpoints load)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim))  # [VideoMAE] k has no bias
+        self.v_bias = nn.Parameter(torch.zeros(dim))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)                 # (B, heads, N, C/heads)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))          # (B, N, C)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def drop_path(x, p, training):
+    """Stochastic depth: drop the residual branch per sample with probability p."""
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+class Block(nn.Module):
+    def __init__(self, dim, num_heads, mlp_ratio, drop_path=0.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention(dim, num_heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim, eps=1e-6), Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = drop_path
+
+    def forward(self, x):
+        x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+
+
+class PatchEmbed(nn.Module):
+    """Tubelet embedding: Conv3d with kernel = stride = (u, p, p)."""
+    def __init__(self, cfg):
+        super().__init__()
+        k = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
+        self.proj = nn.Conv3d(3, cfg.embed_dim, kernel_size=k, stride=k)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, T, H, W) -> (B, N, D)
+
+# -----------------------------------------------------------------------------
+# encoder: embed -> add position -> keep visible tokens -> blocks -> norm
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg, final_norm=True):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        table = sinusoid_table(math.prod(cfg.grid), cfg.embed_dim)[None]  # (1, N, D)
+        if cfg.learned_pos:
+            self.pos_embed = nn.Parameter(table)
+        else:
+            self.register_buffer('pos_embed', table, persistent=False)    # [VideoMAE] not in checkpoints
+        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()         # rising linearly with depth
+        self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, d) for d in dpr)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if final_norm else nn.Identity()
+
+    def forward(self, x, ids_keep=None):
+        """x (B, C, T, H, W) normalized; ids_keep (B, N_vis) visible token indices or None (all)."""
+        B, _, T, H, W = x.shape
+        u, p = self.cfg.tubelet_size, self.cfg.patch_size
+        x = self.patch_embed(x)                                            # (B, N, D)
+        x = x + resize_pos(self.pos_embed, self.cfg.grid, (T // u, H // p, W // p)).to(x.dtype)
+        if ids_keep is not None:
+            x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))  # (B, N_vis, D)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+# -----------------------------------------------------------------------------
+# decoder: project -> visible tokens + mask tokens (+ position) -> blocks -> norm -> one head per target
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg, targets):
+        super().__init__()
+        D, Dd, K = cfg.embed_dim, cfg.decoder_embed_dim, 3 * cfg.tubelet_size * cfg.patch_size ** 2
+        self.proj = nn.Linear(D, Dd, bias=False)            # VideoMAE's encoder_to_decoder
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.register_buffer('pos_embed', sinusoid_table(math.prod(cfg.grid), Dd)[None], persistent=False)
+        self.blocks = nn.ModuleList(Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
+        self.norm = nn.LayerNorm(Dd, eps=1e-6)
+        self.heads = nn.ModuleDict({name: nn.Linear(Dd, K) for name in targets})
+
+    def forward(self, z, ids_keep, ids_hid):
+        """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_hid, K)} at the hidden tokens."""
+        z = self.proj(z)                                                   # (B, N_vis, D_d)
+        B, N_vis, Dd = z.shape
+        pos = self.pos_embed.to(z.dtype).expand(B, -1, -1)                 # (B, N, D_d)
+        pos_vis = torch.gather(pos, 1, ids_keep[..., None].expand(-1, -1, Dd))
+        pos_hid = torch.gather(pos, 1, ids_hid[..., None].expand(-1, -1, Dd))
+        x = torch.cat([z + pos_vis, self.mask_token.to(z.dtype) + pos_hid], dim=1)  # (B, N, D_d)
+        for blk in self.blocks:
+            x = blk(x)
+        x = self.norm(x[:, N_vis:])                                        # (B, N_hid, D_d)
+        return {name: head(x) for name, head in self.heads.items()}       # (B, N_hid, K) each
+
+# -----------------------------------------------------------------------------
+# MotionMAE: encoder + decoder(s) + L = L_space + λ L_time over hidden tokens
+
+
+def init_weights(m):
+    """[VideoMAE] pretraining init: xavier-uniform linears with zero bias, LayerNorm (1, 0)."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+class MotionMAE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        assert cfg.mask_type in ('tube', 'random') and cfg.decoder in ('separate', 'shared')
+        assert cfg.motion_norm in ('patch', 'none')
+        self.cfg = cfg
+        self.weights = target_weights(cfg)                                 # {'space': 1, 'time': λ}
+        self.encoder = Encoder(cfg)
+        names = list(self.weights)
+        if cfg.decoder == 'separate':                                      # one independent decoder per target
+            self.decoders = nn.ModuleDict({n: Decoder(cfg, [n]) for n in names})
+        else:                                                              # one trunk, one head per target
+            self.decoders = nn.ModuleDict({'space': Decoder(cfg, names)})
+        self.apply(init_weights)
+        for dec in self.decoders.values():
+            nn.init.trunc_normal_(dec.mask_token, std=0.02)
+
+    def draw_mask(self, B, device):
+        fn = tube_mask if self.cfg.mask_type == 'tube' else random_mask
+        return fn(B, self.cfg.grid, self.cfg.mask_ratio, device)
+
+    def forward(self, x, x_next=None, mask=None):
+        """x, x_next: normalized (B, 3, T, H, W); x_next[:, :, i] is motion_gap raw frames after
+        x[:, :, i]. mask: (B, N) bool, True = hidden, same count per sample; drawn when None."""
+        B = x.shape[0]
+        if 'time' in self.weights and x_next is None:
+            raise ValueError('time_weight > 0 needs x_next (the +motion_gap partner frames)')
+        if mask is None:
+            mask, n_hid = self.draw_mask(B, x.device), num_hidden(self.cfg)   # static count: compiles
+        else:
+            n_hid = int(mask[0].sum())
+            if not (mask.sum(dim=1) == n_hid).all():
+                raise ValueError('mask must hide the same number of tokens in every sample')
+        ids = torch.argsort(mask.to(torch.int8), dim=1, stable=True)      # visible first, raster order kept
+        ids_keep, ids_hid = ids[:, :-n_hid], ids[:, -n_hid:]               # (B, N_vis), (B, N_hid)
+        z = self.encoder(x, ids_keep)                                      # (B, N_vis, D)
+        pred = {}
+        for dec in self.decoders.values():
+            pred.update(dec(z, ids_keep, ids_hid))                         # {name: (B, N_hid, K)}
+        out, loss = {'mask': mask}, 0.0
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            targets = {n: TARGETS[n](self.cfg, x, x_next) for n in self.weights}  # (B, N, K) fp32
+        for n, w in self.weights.items():
+            tgt = torch.gather(targets[n], 1, ids_hid[..., None].expand(-1, -1, targets[n].shape[-1]))
+            out[f'loss_{n}'] = F.mse_loss(pred[n].float(), tgt)             # mean over hidden tokens
+            out[f'pred_{n}'] = pred[n]
+            loss = loss + w * out[f'loss_{n}']
+        out['loss'] = loss
+        return out
+
+# -----------------------------------------------------------------------------
+# finetuning: encoder without masking -> mean pool -> fc_norm -> dropout -> head [VideoMAE]
+
+
+class VideoClassifier(nn.Module):
+    def __init__(self, cfg, num_classes, dropout=0.0, init_scale=0.001):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg, final_norm=False)                      # [VideoMAE] mean pooling: no final norm
+        self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(cfg.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        for m in self.modules():                                           # [VideoMAE] finetune init
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        if num_classes > 0:
+            self.head.weight.data.mul_(init_scale)
+            self.head.bias.data.mul_(init_scale)
+
+    def features(self, x):
+        """Per-token features of the last block at any input size: (B, 3, T, H, W) -> (B, t, h, w, D)."""
+        B, _, T, H, W = x.shape
+        u, p = self.cfg.tubelet_size, self.cfg.patch_size
+        return self.encoder(x).reshape(B, T // u, H // p, W // p, -1)
+
+    def forward(self, x):
+        x = self.encoder(x).mean(dim=1)                                    # (B, D)
+        return self.head(self.dropout(self.fc_norm(x)))                    # (B, num_classes)
+
+# -----------------------------------------------------------------------------
+# checkpoints: ours ({'model', 'config', ...}) and VideoMAE's pretrain / finetune layouts
+
+# VideoMAE key prefix -> ours; tried in order, first match wins
+RENAMES = [('encoder_to_decoder.', 'decoders.space.proj.'), ('mask_token', 'decoders.space.mask_token'),
+           ('decoder.head.', 'decoders.space.heads.space.'), ('decoder.', 'decoders.space.'),
+           ('patch_embed.', 'encoder.patch_embed.'), ('blocks.', 'encoder.blocks.'),
+           ('pos_embed', 'encoder.pos_embed'), ('norm.', 'encoder.norm.')]
+
+
+def load_checkpoint(model, ckpt, verbose=True):
+    """Load our checkpoint or a VideoMAE pretrain/finetune one (path or dict) into a MotionMAE or a
+    VideoClassifier. Strips 'module.'/'_orig_mod.'; reports missing and unexpected keys (and
+    shape mismatches, which are skipped). Returns (missing, unexpected)."""
+    if isinstance(ckpt, str):
+        ckpt = torch.load(ckpt, map_location='cpu', weights_only=True)
+    for k in ('model', 'module', 'state_dict'):
+        if isinstance(ckpt.get(k), dict):
+            ckpt = ckpt[k]
+            break
+    own = model.state_dict()
+    sd, unexpected = {}, []
+    for key, v in ckpt.items():
+        key = key.replace('module.', '').replace('_orig_mod.', '')
+        if key not in own:
+            key = next((new + key[len(old):] for old, new in RENAMES if key.startswith(old)), key)
+        if key in own and own[key].shape == v.shape:
+            sd[key] = v
+        else:
+            unexpected.append(key if key not in own else f'{key} (shape {tuple(v.shape)} != {tuple(own[key].shape)})')
+    missing = [k for k in own if k not in sd]
+    model.load_state_dict(sd, strict=False)
+    if verbose:
+        print(f'load_checkpoint: {len(sd)}/{len(own)} tensors loaded; missing {len(missing)}: '
+              f'{_short(missing)}; unexpected {len(unexpected)}: {_short(unexpected)}')
+    return missing, unexpected
+
+
+def _short(keys, n=6):
+    return '[' + ', '.join(keys[:n]) + (f', ... (+{len(keys) - n})' if len(keys) > n else '') + ']'
+
+# -----------------------------------------------------------------------------
+# FLOPs (matmuls and convolutions, 2 per multiply-add), for MFU
+
+
+def flops_per_clip(cfg, train=True):
+    """Analytic FLOPs of one clip through MotionMAE. Forward counts every matmul/conv (attention as
+    two matmuls); training = forward + backward = 3× forward, except the tubelet embedding whose
+    input needs no gradient (2×). Agrees with torch's FlopCounterMode on the forward pass."""
+    t, h, w = cfg.grid
+    N, n_hid, K = t * h * w, num_hidden(cfg), 3 * cfg.tubelet_size * cfg.patch_size ** 2
+    n_vis, D, Dd, r = N - n_hid, cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
+
+    def blocks(n, d, depth):  # qkv + proj + mlp, then q·k and attn·v
+        return depth * (2 * n * d * d * (4 + 2 * r) + 4 * n * n * d)
+
+    weights = target_weights(cfg)
+    n_dec = len(weights) if cfg.decoder == 'separate' else 1
+    embed = 2 * N * K * D
+    body = blocks(n_vis, D, cfg.depth) + n_dec * (2 * n_vis * D * Dd + blocks(N, Dd, cfg.decoder_depth))
+    body += len(weights) * 2 * n_hid * Dd * K
+    return int(2 * embed + 3 * body) if train else int(embed + body)

@@ -1,0 +1,324 @@
+"""model.py: geometry, masking, targets, loss, decoders, classifier, checkpoints, FLOPs (CPU, tiny)."""
+import ast
+import math
+import os
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+import model as M
+from model import PRESETS, ModelConfig, MotionMAE, VideoClassifier
+
+torch.manual_seed(0)
+
+
+def tiny(**kw):
+    base = dict(PRESETS['tiny'], img_size=32, num_frames=4)
+    base.update(kw)
+    return ModelConfig(**base)  # p=8: grid (2, 4, 4), N = 32 tokens
+
+
+def clips(cfg, B=2):
+    x = torch.randn(B, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    return x, torch.randn_like(x)
+
+# --- geometry
+
+
+def test_patchify_unpatchify_exact_inverses_and_layout():
+    x = torch.randn(2, 3, 4, 16, 24)
+    v = M.patchify(x, 2, 8)                                         # grid (2, 2, 3)
+    assert v.shape == (2, 12, 2 * 8 * 8 * 3)
+    assert torch.equal(M.unpatchify(v, 2, 8, (2, 2, 3)), x)
+    assert torch.equal(M.patchify(M.unpatchify(v, 2, 8, (2, 2, 3)), 2, 8), v)
+    # token (ti=1, hi=0, wi=2) is index 1*6 + 0*3 + 2 = 8, values ordered (u, p, p, C)
+    crop = x[:, :, 2:4, 0:8, 16:24].permute(0, 2, 3, 4, 1).reshape(2, -1)
+    assert torch.equal(v[:, 8], crop)
+
+
+def test_sinusoid_table_matches_videomae_numpy_formula():
+    n, d = 1568, 64
+    ang = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(n)])
+    ang[:, 0::2], ang[:, 1::2] = np.sin(ang[:, 0::2]), np.cos(ang[:, 1::2])
+    assert torch.equal(M.sinusoid_table(n, d), torch.from_numpy(ang).float())
+
+
+def test_position_resize_keeps_training_grid_exact_and_interpolates():
+    table = M.sinusoid_table(2 * 4 * 4, 8)[None]
+    assert M.resize_pos(table, (2, 4, 4), (2, 4, 4)) is table
+    up = M.resize_pos(table, (2, 4, 4), (4, 8, 6))
+    assert up.shape == (1, 4 * 8 * 6, 8)
+    # a table constant over time stays constant; a spatially constant one stays constant
+    const = torch.ones(1, 32, 8) * torch.arange(8.0)
+    torch.testing.assert_close(M.resize_pos(const, (2, 4, 4), (3, 5, 7)), torch.ones(1, 105, 8) * torch.arange(8.0))
+
+# --- masking
+
+
+def test_tube_mask_same_positions_every_slot_exact_count_different_samples():
+    grid = (8, 14, 14)
+    m = M.tube_mask(16, grid, 0.9, None)
+    assert m.shape == (16, 8 * 196) and m.dtype == torch.bool
+    per_slot = m.view(16, 8, 196)
+    assert (per_slot == per_slot[:, :1]).all()                      # same spatial positions in every slot
+    assert (m.sum(1) == 8 * int(0.9 * 196)).all()                   # exactly N_hid per sample
+    assert (m.sum(1) == M.num_hidden(ModelConfig(mask_ratio=0.9))).all()
+    assert len({tuple(r.tolist()) for r in per_slot[:, 0]}) == 16   # different across samples
+
+
+def test_random_mask_count_and_not_tubes():
+    m = M.random_mask(8, (8, 14, 14), 0.75, None)
+    assert (m.sum(1) == int(0.75 * 1568)).all()
+    assert not (m.view(8, 8, 196) == m.view(8, 8, 196)[:, :1]).all()
+    assert M.num_hidden(ModelConfig(mask_type='random', mask_ratio=0.75)) == int(0.75 * 1568)
+
+# --- targets (hand computation, token by token)
+
+
+def hand_target(frames, u, p, norm):
+    """Loop over tokens: crop (C, u, p, p), reorder to (u, p, p, C), normalise per channel."""
+    B, C, T, H, W = frames.shape
+    out = []
+    for ti in range(T // u):
+        for hi in range(H // p):
+            for wi in range(W // p):
+                c = frames[:, :, ti * u:(ti + 1) * u, hi * p:(hi + 1) * p, wi * p:(wi + 1) * p]
+                c = c.permute(0, 2, 3, 4, 1).reshape(B, -1, C)     # (B, u·p·p, C)
+                if norm:
+                    c = (c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True) + 1e-6)
+                out.append(c.reshape(B, -1))
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize('motion_norm', ['patch', 'none'])
+def test_space_and_time_targets_equal_hand_computation(motion_norm):
+    cfg = tiny(motion_norm=motion_norm)
+    mean, std = torch.tensor(M.IMAGENET_MEAN).view(1, 3, 1, 1, 1), torch.tensor(M.IMAGENET_STD).view(1, 3, 1, 1, 1)
+    raw, raw_next = torch.rand(2, 3, 4, 32, 32), torch.rand(2, 3, 4, 32, 32)  # pixels in [0, 1]
+    x, xn = (raw - mean) / std, (raw_next - mean) / std
+    torch.testing.assert_close(M.space_target(cfg, x), hand_target(raw, 2, 8, True), rtol=1e-4, atol=1e-4)
+    want = hand_target(raw_next - raw, 2, 8, motion_norm == 'patch')
+    torch.testing.assert_close(M.time_target(cfg, x, xn), want, rtol=1e-4, atol=1e-4)
+    if motion_norm == 'none':
+        assert M.time_target(cfg, x, xn).abs().max() <= 1 + 1e-5  # raw differences stay in [-1, 1]
+
+# --- loss
+
+
+def test_loss_equals_mse_over_hidden_tokens_in_raster_order():
+    cfg = tiny()
+    m = MotionMAE(cfg)
+    x, xn = clips(cfg)
+    out = m(x, xn)
+    mask, B = out['mask'], x.shape[0]
+    for name, fn in M.TARGETS.items():
+        tgt = fn(cfg, x, xn)[mask].reshape(B, -1, tgt_dim(cfg))    # boolean indexing: raster order
+        torch.testing.assert_close(out[f'loss_{name}'], ((out[f'pred_{name}'] - tgt) ** 2).mean())
+    torch.testing.assert_close(out['loss'], out['loss_space'] + cfg.time_weight * out['loss_time'])
+
+
+def tgt_dim(cfg):
+    return 3 * cfg.tubelet_size * cfg.patch_size ** 2
+
+
+def test_loss_depends_on_hidden_tokens_only():
+    cfg = tiny(time_weight=0.5)
+    m = MotionMAE(cfg).eval()
+    x, xn = clips(cfg, B=1)
+    mask = M.tube_mask(1, cfg.grid, cfg.mask_ratio, None)
+    base = m(x, xn, mask)
+    vis = torch.nonzero(~mask[0])[0].item()                       # a visible and a hidden token
+    hid = torch.nonzero(mask[0])[0].item()
+    for tok, changes in ((vis, False), (hid, True)):
+        v = M.patchify(xn, 2, 8)
+        v[:, tok] += torch.randn_like(v[:, tok])                   # changes that token's time target only
+        out = m(x, M.unpatchify(v, 2, 8, cfg.grid), mask)
+        assert torch.equal(out['pred_time'], base['pred_time'])   # x_next never reaches the network
+        assert (out['loss'] != base['loss']) == changes
+
+
+def test_external_mask_with_unequal_counts_is_rejected():
+    cfg = tiny()
+    m = MotionMAE(cfg)
+    x, xn = clips(cfg)
+    mask = M.tube_mask(2, cfg.grid, cfg.mask_ratio, None)
+    mask[0, ~mask[0]] = True
+    with pytest.raises(ValueError):
+        m(x, xn, mask)
+
+
+def test_time_weight_zero_is_videomae():
+    cfg = tiny(time_weight=0.0)
+    m = MotionMAE(cfg)
+    assert not any('time' in k for k in m.state_dict())
+    out = m(*clips(cfg))
+    assert 'loss_time' not in out and 'pred_time' not in out
+    assert torch.equal(out['loss'], out['loss_space'])
+    assert m(clips(cfg)[0])['loss'].isfinite()                    # no x_next needed
+
+
+def test_shared_vs_separate_parameter_difference():
+    def count(mod):
+        return sum(p.numel() for p in mod.parameters())
+    sep, sh = MotionMAE(tiny(decoder='separate')), MotionMAE(tiny(decoder='shared'))
+    cfg = sep.cfg
+    D, Dd, r = cfg.embed_dim, cfg.decoder_embed_dim, int(cfg.mlp_ratio)
+    block = 2 * 2 * Dd + (3 * Dd * Dd + 2 * Dd) + (Dd * Dd + Dd) + (Dd * r * Dd + r * Dd) + (r * Dd * Dd + Dd)
+    trunk = D * Dd + Dd + cfg.decoder_depth * block + 2 * Dd       # proj, mask token, blocks, norm
+    assert count(sep) - count(sh) == trunk
+    assert count(sh) - count(MotionMAE(tiny(time_weight=0))) == Dd * tgt_dim(cfg) + tgt_dim(cfg)  # one head
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(decoder='shared'), dict(learned_pos=True, mask_type='random')])
+def test_every_parameter_gets_a_gradient(kw):
+    m = MotionMAE(tiny(**kw))
+    m(*clips(m.cfg))['loss'].backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+# --- finetune model
+
+
+def test_classifier_logits_and_features_at_other_sizes():
+    cfg = tiny(drop_path=0.1)
+    clf = VideoClassifier(cfg, num_classes=7)
+    x, _ = clips(cfg, B=3)
+    assert clf(x).shape == (3, 7)
+    assert clf.head.weight.abs().max() < 0.01                      # head init scaled by 0.001
+    clf.eval()
+    f = clf.features(torch.randn(1, 3, 2, 48, 80))                 # one tubelet, non-square, larger
+    assert f.shape == (1, 1, 6, 10, cfg.embed_dim)
+    torch.testing.assert_close(clf.features(x)[0:1], clf.features(x[0:1]))
+
+# --- checkpoints
+
+
+def test_checkpoint_round_trip_with_prefixes(tmp_path):
+    cfg = tiny(learned_pos=True)
+    m = MotionMAE(cfg)
+    path = os.path.join(tmp_path, 'ckpt.pt')
+    sd = {'_orig_mod.' + k: v for k, v in m.state_dict().items()}
+    torch.save({'model': sd, 'config': asdict(cfg), 'step': 3}, path)
+    m2 = MotionMAE(ModelConfig(**torch.load(path, weights_only=True)['config']))
+    missing, unexpected = M.load_checkpoint(m2, path)
+    assert missing == [] and unexpected == []
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    clf = VideoClassifier(cfg, 5)                                  # pretrain -> finetune
+    missing, unexpected = M.load_checkpoint(clf, {'module': {'module.' + k: v for k, v in sd.items()}})
+    assert sorted(missing) == ['fc_norm.bias', 'fc_norm.weight', 'head.bias', 'head.weight']
+    assert all(k.startswith(('decoders.', 'encoder.norm.')) for k in unexpected)
+    torch.testing.assert_close(clf.encoder.pos_embed, m.encoder.pos_embed)
+
+
+def test_load_reports_shape_mismatch():
+    m = MotionMAE(tiny())
+    sd = m.state_dict()
+    sd['encoder.patch_embed.proj.bias'] = torch.zeros(3)
+    missing, unexpected = M.load_checkpoint(MotionMAE(tiny()), sd)
+    assert missing == ['encoder.patch_embed.proj.bias'] and 'shape' in unexpected[0]
+
+# --- VideoMAE interop: an independent re-statement of VideoMAE's forward on its own key layout
+
+
+def to_videomae(sd):
+    out = {}
+    for k, v in sd.items():
+        k = (k.replace('decoders.space.proj.', 'encoder_to_decoder.').replace('decoders.space.mask_token', 'mask_token')
+             .replace('decoders.space.heads.space.', 'decoder.head.').replace('decoders.space.', 'decoder.'))
+        out[k] = v + 0.1 * torch.randn_like(v) if v.ndim == 1 else v   # non-trivial norms and biases
+    return out
+
+
+def vm_table(n, d):
+    ang = np.array([[pos / np.power(10000, 2 * (j // 2) / d) for j in range(d)] for pos in range(n)])
+    ang[:, 0::2], ang[:, 1::2] = np.sin(ang[:, 0::2]), np.cos(ang[:, 1::2])
+    return torch.FloatTensor(ang).unsqueeze(0)
+
+
+def vm_blocks(sd, pre, x, depth, heads):
+    for i in range(depth):
+        b = f'{pre}blocks.{i}.'
+        h = F.layer_norm(x, x.shape[-1:], sd[b + 'norm1.weight'], sd[b + 'norm1.bias'], 1e-6)
+        B, N, C = h.shape
+        bias = torch.cat((sd[b + 'attn.q_bias'], torch.zeros_like(sd[b + 'attn.v_bias']), sd[b + 'attn.v_bias']))
+        qkv = F.linear(h, sd[b + 'attn.qkv.weight'], bias).reshape(B, N, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0] * (C // heads) ** -0.5, qkv[1], qkv[2]
+        a = (q @ k.transpose(-2, -1)).softmax(dim=-1)
+        x = x + F.linear((a @ v).transpose(1, 2).reshape(B, N, C), sd[b + 'attn.proj.weight'], sd[b + 'attn.proj.bias'])
+        h = F.layer_norm(x, x.shape[-1:], sd[b + 'norm2.weight'], sd[b + 'norm2.bias'], 1e-6)
+        h = F.linear(F.gelu(F.linear(h, sd[b + 'mlp.fc1.weight'], sd[b + 'mlp.fc1.bias'])), sd[b + 'mlp.fc2.weight'], sd[b + 'mlp.fc2.bias'])
+        x = x + h
+    return x
+
+
+def vm_embed(sd, pre, x, cfg):
+    x = F.conv3d(x, sd[pre + 'patch_embed.proj.weight'], sd[pre + 'patch_embed.proj.bias'],
+                 stride=(cfg.tubelet_size, cfg.patch_size, cfg.patch_size)).flatten(2).transpose(1, 2)
+    return x + vm_table(x.shape[1], x.shape[2]).type_as(x)
+
+
+def test_videomae_pretrain_checkpoint_gives_videomae_outputs():
+    cfg = tiny(time_weight=0.0, img_size=48, num_frames=8)         # N = 4·6·6 = 144 tokens
+    sd = to_videomae(MotionMAE(cfg).state_dict())
+    m = MotionMAE(cfg)
+    missing, unexpected = M.load_checkpoint(m, {'model': sd})
+    assert missing == [] and unexpected == []
+    x = torch.randn(2, 3, 8, 48, 48)
+    mask = M.tube_mask(2, cfg.grid, 0.9, None)
+    out = m(x, mask=mask)
+    # VideoMAE: encoder on x[~mask], decoder on cat(visible + pos, mask_token + pos), head on the last N_hid
+    B, D = 2, cfg.embed_dim
+    z = vm_embed(sd, 'encoder.', x, cfg)[~mask].reshape(B, -1, D)
+    z = vm_blocks(sd, 'encoder.', z, cfg.depth, cfg.num_heads)
+    z = F.linear(F.layer_norm(z, (D,), sd['encoder.norm.weight'], sd['encoder.norm.bias'], 1e-6), sd['encoder_to_decoder.weight'])
+    pos = vm_table(144, cfg.decoder_embed_dim).expand(B, -1, -1)
+    Dd = cfg.decoder_embed_dim
+    y = torch.cat([z + pos[~mask].reshape(B, -1, Dd), sd['mask_token'] + pos[mask].reshape(B, -1, Dd)], dim=1)
+    y = vm_blocks(sd, 'decoder.', y, cfg.decoder_depth, cfg.decoder_num_heads)
+    n_hid = int(mask[0].sum())
+    y = F.layer_norm(y[:, -n_hid:], (Dd,), sd['decoder.norm.weight'], sd['decoder.norm.bias'], 1e-6)
+    pred = F.linear(y, sd['decoder.head.weight'], sd['decoder.head.bias'])
+    assert (out['pred_space'] - pred).abs().max() <= 1e-5
+
+
+def test_videomae_finetune_checkpoint_gives_videomae_logits():
+    cfg = tiny(img_size=48, num_frames=8)
+    native = VideoClassifier(cfg, 6)
+    sd = {k.replace('encoder.', ''): v + 0.1 * torch.randn_like(v) for k, v in native.state_dict().items()}
+    clf = VideoClassifier(cfg, 6).eval()
+    missing, unexpected = M.load_checkpoint(clf, {'module': sd})
+    assert missing == [] and unexpected == []
+    x = torch.randn(2, 3, 8, 48, 48)
+    z = vm_blocks(sd, '', vm_embed(sd, '', x, cfg), cfg.depth, cfg.num_heads).mean(1)
+    z = F.layer_norm(z, z.shape[-1:], sd['fc_norm.weight'], sd['fc_norm.bias'], 1e-6)
+    logits = F.linear(z, sd['head.weight'], sd['head.bias'])
+    assert (clf(x) - logits).abs().max() <= 1e-5
+
+# --- FLOPs and imports
+
+
+@pytest.mark.parametrize('kw', [dict(), dict(decoder='shared'), dict(time_weight=0.0, mask_type='random')])
+def test_flop_count_matches_torch_flop_counter(kw):
+    cfg = tiny(**kw)
+    m = MotionMAE(cfg)
+    x, xn = clips(cfg, B=1)
+    with sdpa_kernel(SDPBackend.MATH):                             # attention as counted matmuls
+        with FlopCounterMode(display=False) as fwd:
+            m(x, xn)
+        with FlopCounterMode(display=False) as both:
+            m(x, xn)['loss'].backward()
+    assert fwd.get_total_flops() == M.flops_per_clip(cfg, train=False)
+    assert both.get_total_flops() == M.flops_per_clip(cfg, train=True)
+
+
+def test_model_imports_only_torch_and_stdlib():
+    tree = ast.parse(open(M.__file__).read())
+    mods = {a.name.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    mods |= {n.module.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert mods <= {'torch', 'math', 'dataclasses'}, mods
