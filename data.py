@@ -1,0 +1,803 @@
+"""MotionMAE data (DESIGN.md section 3): published dataset layouts, OpenCV decoding, clip sampling with the +g motion
+partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader.
+
+Loaders deliver uint8 clips, (3, T, H, W) a sample and (B, 3, T, H, W) a batch; the training scripts normalise them
+on the device with `normalize` (a quarter of the bytes of float32 to copy).
+
+  python data.py check --data demo                                  # generates the demo dataset (~15 s), checks it
+  python data.py check --data ssv2 --data-root /data/ssv2 --workers 16   # read every video once before a long run
+  python data.py bench --video clip.mp4 --repeat 4                  # delivered clips/s per worker
+"""
+import argparse
+import csv
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import struct
+import sys
+import time
+import zlib
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import IMAGENET_MEAN, IMAGENET_STD
+
+# one OpenCV thread per process: the loader's workers are the parallelism (and forking workers while OpenCV's thread
+# pool is active can deadlock them)
+cv2.setNumThreads(1)
+
+# --- presets and normalisation
+
+_KEYS = ('stride', 'flip', 'test_clips', 'test_crops', 'finetune_sampling', 'img_size', 'num_classes')
+DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; demo [ours]
+    'ssv2': (2, False, 2, 3, 'segment', 224, 174),  # no flip: labels say "left" and "right"
+    'k400': (4, True, 5, 3, 'dense', 224, 400),
+    'ucf101': (4, True, 10, 3, 'dense', 224, 101),
+    'list': (4, True, 5, 3, 'dense', 224, None),  # any list:<file>; classes come from the file
+    # demo: 64 px gives the CPU model (16/2)*4*4 = 128 tokens; no flip: the classes are directions
+    'demo': (2, False, 2, 3, 'segment', 64, 8)}.items()}
+
+
+def normalize(x):
+    """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
+    -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1) * 255
+    return (x.float() - mean) / std
+
+
+# --- decoding: OpenCV, sequential grab(), retrieve() only needed frames; container frame counts are estimates
+
+class BadVideo(Exception):
+    """A video that cannot be used: missing, empty, not a video, corrupt, truncated or too short."""
+
+
+_LENGTH = {}  # path -> the real frame count, where the container's count was wrong (per process)
+
+
+def _open(path):
+    if not os.path.isfile(path) or not os.path.getsize(path):
+        raise BadVideo('empty file' if os.path.isfile(path) else 'missing file')
+    cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])  # by name: a '%' would mean images
+    if not cap.isOpened():
+        raise BadVideo('not a readable video')
+    return cap
+
+
+def _grab(cap, wanted=None, keep=True):
+    """Grab frames in order, retrieve the `wanted` ones (sorted, unique; None: all), stop after the last: grab()
+    decodes, retrieve() converts, so a skipped frame costs its decode only. -> (RGB frames, frames grabbed).
+    A stream that ends first is judged by time, frame counts being estimates (webm, variable frame rate): one that
+    stops before 3/4 of the container's duration is truncated or corrupt [ours]."""
+    frames, i, end = [], 0, 0.0
+    while wanted is None or len(frames) < len(wanted):
+        if not cap.grab():
+            n, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), max(cap.get(cv2.CAP_PROP_FPS), 1e-3)
+            end = max(end + 1 / fps, i / fps)  # avi has no timestamps: then the count decides
+            if i == 0:
+                raise BadVideo('no frame decodes')
+            if 0 < n < 1e7 and end < 0.75 * n / fps:
+                raise BadVideo(f'truncated or corrupt: stops at {end:.1f}s of {n / fps:.1f}s')
+            break
+        end = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        if wanted is None or i == wanted[len(frames)]:
+            ok, f = cap.retrieve()
+            if not ok:
+                raise BadVideo(f'frame {i} does not decode')
+            frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB) if keep else None)
+        i += 1
+    return frames, i
+
+
+def _decode(path, pick):
+    """Frames at the indices pick(n) chooses for a video of n frames -> (RGB frames at the sorted unique indices,
+    where pick's indices are among them). n is the container's count; where the stream ends before an index, pick
+    is asked again with the real n (remembered, but the outcome never depends on what this process saw before)."""
+    for _ in range(2):
+        cap = _open(path)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        idx = np.asarray(pick(n if 0 < n < 10**7 else 10**7))
+        if idx.max() >= _LENGTH.get(path, 10**7):  # known to end earlier: skip the decode that would find out
+            idx = np.asarray(pick(_LENGTH[path]))
+        uniq, inv = np.unique(idx, return_inverse=True)
+        frames, grabbed = _grab(cap, uniq)
+        if len(frames) == len(uniq):
+            return frames, inv.reshape(idx.shape)
+        _LENGTH[path] = grabbed  # the stream ended early
+    raise BadVideo('frame count changes between reads')
+
+
+def read_frames(path, indices=None):
+    """uint8 RGB frames (n, H, W, 3) of a video: all, or `indices` (any order, repeats allowed, past the real end
+    clamped to the last frame). Raises BadVideo for a file that cannot be used."""
+    if indices is None:
+        return np.stack(_grab(_open(path))[0])
+    frames, inv = _decode(path, lambda n: np.clip(indices, 0, n - 1))
+    return np.stack([frames[i] for i in inv])
+
+
+# --- published layouts: SSv2, Kinetics-400, UCF101, "<path> <label>" list files
+
+LAYOUTS = {
+    'ssv2': '<root>/labels/something-something-v2-{labels,train,validation}.json and <root>/videos/<id>.webm',
+    'k400': '<root>/annotations/{train,val}.csv (label,youtube_id,time_start,time_end,split) and '
+            '<root>/{train,val}/[<label>/]<youtube_id>_<start:06d>_<end:06d>.mp4',
+    'ucf101': '<root>/UCF-101/<Class>/v_*.avi and <root>/ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt',
+    'list': 'a file of "<path> <label>" lines, paths absolute or under --data-root ({split} in its name: train/val)'}
+
+
+def _need(path, kind):
+    if not os.path.exists(path):
+        raise SystemExit(f'{kind}: {path} not found; expected {LAYOUTS[kind]}')
+    return path
+
+
+def load_split(data, root, split):
+    """(samples, classes) of split 'train' or 'val' read from the dataset's published layout; samples are (video
+    path, class index). data: ssv2, k400, ucf101, demo (generated on first use) or list:<file>."""
+    if data == 'demo':
+        data, root = 'ssv2', ensure_demo(root)
+    kind = 'list' if data.startswith('list:') else data
+    if kind not in LAYOUTS:
+        raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
+    if kind != 'list' and not (root and os.path.isdir(root)):
+        raise SystemExit(f'{kind}: data root {root} not found; expected {LAYOUTS[kind]}')
+    if kind == 'ssv2':  # class = the template without brackets, looked up in the labels file
+        lab = os.path.join(root, 'labels', 'something-something-v2-{}.json')
+        ids = json.load(open(_need(lab.format('labels'), kind)))
+        videos = 'videos' if os.path.isdir(os.path.join(root, 'videos')) else '20bn-something-something-v2'
+        items = json.load(open(_need(lab.format('train' if split == 'train' else 'validation'), kind)))
+        return ([(os.path.join(root, videos, v['id'] + '.webm'), int(ids[v['template'].replace('[', '').replace(
+            ']', '')])) for v in items], sorted(ids, key=lambda name: int(ids[name])))
+    if kind == 'k400':  # classes: the sorted labels of both splits; videos in <split>/ or its class subfolders
+        ann = os.path.join(root, 'annotations', '{}.csv')
+        rows = list(csv.DictReader(open(_need(ann.format(split), kind))))
+        classes = sorted({r['label'] for s in {split, 'train'} if os.path.exists(ann.format(s))
+                          for r in csv.DictReader(open(ann.format(s)))})
+        samples, index = [], {c: i for i, c in enumerate(classes)}
+        for r in rows:
+            name = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}.mp4"
+            paths = [os.path.join(root, split, d, name) for d in ('', r['label'], r['label'].replace(' ', '_'))]
+            samples.append((next((p for p in paths if os.path.exists(p)), paths[0]), index[r['label']]))
+        return samples, classes
+    if kind == 'ucf101':  # split 1 [VideoMAE]; the class folder gives the label, classInd.txt the order
+        lists = os.path.join(root, 'ucfTrainTestlist', '{}.txt')
+        classes = [line.split()[1] for line in open(_need(lists.format('classInd'), kind)) if line.strip()]
+        index = {c.lower(): i for i, c in enumerate(classes)}
+        rel = [line.split()[0] for line in open(_need(lists.format(
+            'trainlist01' if split == 'train' else 'testlist01'), kind)) if line.strip()]
+        return [(os.path.join(root, 'UCF-101', r), index[r.split('/')[0].lower()]) for r in rel], classes
+    samples = []  # VideoMAE's list format; a path may contain spaces
+    for line in open(_need(data[5:].replace('{split}', split), kind)):
+        if line.strip():
+            path, label = line.strip().rsplit(None, 1)
+            samples.append((os.path.join(root or '', path), int(label)))
+    return samples, [str(i) for i in range(max(label for _, label in samples) + 1)]
+
+
+# --- augmentation: numpy + cv2 on uint8 clips, one set of parameters for all frames
+
+_OFFSETS = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (1, 3), (3, 1), (3, 3)]
+
+
+def _multiscale_box(rng, H, W, scales):
+    """VideoMAE's GroupMultiScaleCrop: sides min(H, W) * scales (aspect off by one scale step at most), one of 13
+    fixed positions in quarter steps. -> (y, x, h, w)."""
+    sizes = [int(min(H, W) * s) for s in scales]
+    pairs = [(h, w) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= 1]
+    (h, w), (oy, ox) = pairs[rng.integers(len(pairs))], _OFFSETS[rng.integers(len(_OFFSETS))]
+    return (H - h) // 4 * oy, (W - w) // 4 * ox, h, w
+
+
+def _random_box(rng, H, W, scale, ratio, tries=10):
+    """A box of area share in `scale` and aspect w/h log-uniform in `ratio` (None after `tries` misses)."""
+    for _ in range(tries):
+        area, r = H * W * rng.uniform(*scale), np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        h, w = int(round(np.sqrt(area / r))), int(round(np.sqrt(area * r)))
+        if 0 < h <= H and 0 < w <= W:
+            return rng.integers(H - h + 1), rng.integers(W - w + 1), h, w
+
+
+def _crop_resize(frames, idx, box, dst, flip=False):
+    """dst (3, T, S, S) <- frames[idx[t]] cropped to box (y, x, h, w), resized (crop first, one cv2.resize a frame),
+    flipped if asked; the HWC -> CHW copy is done frame by frame, while in cache."""
+    (y, x, h, w), S = box, dst.shape[-1]
+    tmp = np.empty((S, S, 3), np.uint8)
+    for t, i in enumerate(idx):
+        cv2.resize(frames[i][y:y + h, x:x + w], (S, S), dst=tmp, interpolation=cv2.INTER_LINEAR)
+        dst[:, t] = (tmp[:, ::-1] if flip else tmp).transpose(2, 0, 1)
+
+
+def _blend(x, base, f):  # PIL's ImageEnhance: base + f (x - base)
+    return np.clip(base + f * (x.astype(np.float32) - base), 0, 255).astype(np.uint8)
+
+
+def _gray(x):
+    return x.astype(np.float32) @ np.float32([[0.299], [0.587], [0.114]])  # (T, H, W, 1)
+
+
+def _warp(x, M):  # one affine map for all frames, timm's fill: the ImageNet mean colour
+    fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
+    return np.stack([cv2.warpAffine(f, np.float32(M), f.shape[1::-1], borderValue=fill) for f in x])
+
+
+def _autocontrast(x):
+    lo, hi = x.min((1, 2), keepdims=True).astype(np.float32), x.max((1, 2), keepdims=True).astype(np.float32)
+    return np.where(hi > lo, (x - lo) * 255 / np.maximum(hi - lo, 1), x).astype(np.uint8)
+
+
+# timm's rand-m7-n4-mstd0.5-inc1 ops [VideoMAE]: x (T, H, W, 3) uint8, v = magnitude / 10, s = a random sign
+_SHARPEN = np.float32([[1, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
+_RAND_AUGMENT = [
+    lambda x, v, s: _autocontrast(x),
+    lambda x, v, s: np.stack([np.stack([cv2.equalizeHist(f[..., c]) for c in range(3)], -1) for f in x]),
+    lambda x, v, s: 255 - x,  # invert
+    lambda x, v, s: _warp(x, cv2.getRotationMatrix2D((x.shape[2] / 2, x.shape[1] / 2), 30 * v * s, 1)),
+    lambda x, v, s: x & np.uint8(0xFF << (4 + int(4 * v)) & 0xFF),  # posterize to 4 - int(4 v) bits
+    lambda x, v, s: np.where(x >= 256 - int(256 * v), 255 - x, x).astype(np.uint8),  # solarize
+    lambda x, v, s: np.where(x < 128, np.minimum(x.astype(np.int32) + int(110 * v), 255), x).astype(np.uint8),
+    lambda x, v, s: _blend(x, _gray(x), 1 + 0.9 * v * s),  # colour
+    lambda x, v, s: _blend(x, _gray(x).mean((1, 2, 3), keepdims=True), 1 + 0.9 * v * s),  # contrast
+    lambda x, v, s: _blend(x, 0, 1 + 0.9 * v * s),  # brightness
+    lambda x, v, s: _blend(x, np.stack([cv2.filter2D(f, -1, _SHARPEN) for f in x]), 1 + 0.9 * v * s),  # sharpness
+    lambda x, v, s: _warp(x, [[1, 0.3 * v * s, 0], [0, 1, 0]]),  # shear x
+    lambda x, v, s: _warp(x, [[1, 0, 0], [0.3 * v * s, 1, 0]]),  # shear y
+    lambda x, v, s: _warp(x, [[1, 0, 0.45 * v * s * x.shape[2]], [0, 1, 0]]),  # translate x
+    lambda x, v, s: _warp(x, [[1, 0, 0], [0, 1, 0.45 * v * s * x.shape[1]]])]  # translate y
+
+
+def _rand_augment(x, rng, m=7, n=4):
+    """RandAugment [VideoMAE]: n ops drawn with replacement, each applied with probability 0.5 at a magnitude
+    ~ N(m, 0.5) clipped to [0, 10]; the same op and magnitude on every frame. Applied after the crop, at S x S
+    [ours; VideoMAE augments the full frames first]."""
+    for op in rng.integers(len(_RAND_AUGMENT), size=n):
+        v, s = np.clip(rng.normal(m, 0.5), 0, 10) / 10, rng.choice([-1, 1])
+        x = _RAND_AUGMENT[op](x, v, s) if rng.random() < 0.5 else x
+    return x
+
+
+def _erase(x, rng, p):
+    """Random erasing [VideoMAE: timm, mode 'pixel']: with probability p one box (2-33% of the area, aspect .3-3.3)
+    of noise ~ N(ImageNet mean, std). On uint8, as normalisation happens on the device; one box for all frames
+    [ours; VideoMAE draws one per frame]."""
+    box = _random_box(rng, *x.shape[1:3], (0.02, 1 / 3), (0.3, 1 / 0.3)) if rng.random() < p else None
+    if box:
+        y, x0, h, w = box
+        noise = rng.normal(np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255, (len(x), h, w, 3))
+        x[:, y:y + h, x0:x0 + w] = np.clip(noise, 0, 255)
+    return x
+
+
+# --- sampling: pretraining clips with their +g partners, finetuning and test views; bad input replaced
+
+_WARNED = set()
+
+
+def check_bad_share(n_bad, n_seen, max_share, examples):
+    """Stop with a message naming examples when more than max_share of the n_seen items (videos drawn) were bad.
+    Call it at the end of an epoch: a few early failures are no share."""
+    if n_seen and n_bad / n_seen > max_share:
+        raise SystemExit(f'{n_bad} of {n_seen} videos ({n_bad / n_seen:.1%}) failed to load, more than the allowed '
+                         f'{max_share:.1%}; e.g. {", ".join(list(examples)[:5])}. Run `python data.py check`.')
+
+
+class _Videos(torch.utils.data.Dataset):
+    """Key = index, or (index, item_seed) from ResumableSampler (an int key uses seed = index): all randomness comes
+    from the seed, none from the worker. A bad video is replaced by the next in a seeded order of the others, warned
+    about once per path and process, and listed in item['bad']; after 50 in a row (or all) it stops."""
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, key):
+        index, seed = (int(key[0]), int(key[1])) if isinstance(key, (tuple, list)) else (int(key), int(key))
+        bad, order = [], None
+        while index is not None and len(bad) < 50:
+            path = self.samples[index][0]
+            try:  # a bad video is read again when drawn again: whether it fails may depend on the frames picked
+                return dict(self.load(index, seed), bad=bad)
+            except (BadVideo, cv2.error) as e:
+                if path not in _WARNED:
+                    _WARNED.add(path)
+                    print(f'warning: bad video {path} ({e}), replaced by another sample', file=sys.stderr)
+                bad.append(path)
+                if order is None:  # the other samples, in an order fixed by the seed
+                    order = iter([int(j) for j in np.random.default_rng([seed, 2]).permutation(len(self))
+                                  if j != index])
+                index = next(order, None)
+        raise RuntimeError(f'{len(bad)} videos in a row failed, e.g. {bad[:3]}: run `python data.py check`')
+
+
+class PretrainDataset(_Videos):
+    """Pretraining [VideoMAE]: `repeat` clips cut from one decoded video, each num_frames frames at `stride` from a
+    random start, with each frame's partner motion_gap raw frames later (the time target [paper]); a clip and its
+    partners share one multi-scale crop (and flip). Item: {'x', 'x_next': uint8 (R, 3, T, S, S), 'bad': [paths]}."""
+
+    def __init__(self, samples, num_frames=16, stride=2, motion_gap=1, img_size=224, repeat=1, flip=False,
+                 scales=(1, .875, .75, .66)):
+        self.samples, self.num_frames, self.stride, self.motion_gap = samples, num_frames, stride, motion_gap
+        self.img_size, self.repeat, self.flip, self.scales = img_size, repeat, flip, scales
+
+    def load(self, index, seed):
+        T, g, R, S = self.num_frames, self.motion_gap, self.repeat, self.img_size
+
+        def pick(n):  # (R, 2, T) frame indices, a function of (seed, n) only
+            if n < T + g:
+                raise BadVideo(f'too short: {n} frames')
+            s = min(self.stride, (n - 1 - g) // max(T - 1, 1))  # a short video gets a smaller stride [ours]
+            start = np.random.default_rng([seed, 0]).integers(n - (T - 1) * s - g, size=(R, 1, 1))
+            return start + s * np.arange(T) + np.array([[0], [g]])
+
+        frames, idx = _decode(self.samples[index][0], pick)
+        rng, (H, W) = np.random.default_rng([seed, 1]), frames[0].shape[:2]
+        out = np.empty((2, R, 3, T, S, S), np.uint8)  # x, x_next
+        for r in range(R):  # decode once, cut R clips [mae_st, VideoMAEv2 repeated sampling]
+            box, flip = _multiscale_box(rng, H, W, self.scales), self.flip and rng.random() < 0.5
+            for k in range(2):
+                _crop_resize(frames, idx[r, k], box, out[k, r], flip)
+        return {'x': torch.from_numpy(out[0]), 'x_next': torch.from_numpy(out[1])}
+
+
+class VideoDataset(_Videos):
+    """Finetuning and evaluation [VideoMAE]: sampling 'dense' (num_frames at stride) or 'segment' (one frame of each
+    of num_frames segments). mode 'train': random resized crop, flip, RandAugment, random erasing; 'val': the centre
+    clip, short side -> img_size, centre crop; 'test': test_clips x test_crops views, the crops along the long side.
+    Item: {'x': uint8 (3, T, S, S), in test (V, 3, T, S, S), 'label', 'index', 'bad': [paths]}."""
+
+    def __init__(self, samples, mode, num_frames=16, stride=4, sampling='dense', img_size=224, flip=True,
+                 test_clips=5, test_crops=3, rand_aug=True, erase_p=0.25):
+        self.samples, self.mode, self.num_frames, self.stride = samples, mode, num_frames, stride
+        self.sampling, self.img_size, self.flip, self.test_clips = sampling, img_size, flip, test_clips
+        self.test_crops, self.rand_aug, self.erase_p = test_crops, rand_aug, erase_p
+
+    def load(self, index, seed):
+        T, S, train = self.num_frames, self.img_size, self.mode == 'train'
+        clips = self.test_clips if self.mode == 'test' else 1
+
+        def pick(n):  # (clips, T) frame indices
+            if n < T:
+                raise BadVideo(f'too short: {n} frames')
+            rng = np.random.default_rng([seed, 0])
+            if self.sampling == 'segment':  # a random frame of each segment; in evaluation, fixed offsets
+                off = rng.random((1, T)) if train else (np.arange(clips)[:, None] + 0.5) / clips
+                return np.minimum((n / T * (np.arange(T) + off)).astype(int), n - 1)
+            s = min(self.stride, (n - 1) // max(T - 1, 1))
+            last = n - (T - 1) * s - 1  # the latest start
+            start = rng.integers(last + 1, size=1) if train else np.linspace(0, last, clips) if clips > 1 else [
+                last / 2]  # train: random; test: spread over the video; val: the centre
+            return np.int64(start)[:, None] + s * np.arange(T)
+
+        frames, idx = _decode(self.samples[index][0], pick)
+        rng, (H, W) = np.random.default_rng([seed, 1]), frames[0].shape[:2]
+        if train:
+            x, side = np.empty((3, T, S, S), np.uint8), min(H, W)
+            box = _random_box(rng, H, W, (0.08, 1), (3 / 4, 4 / 3)) or ((H - side) // 2, (W - side) // 2, side, side)
+            _crop_resize(frames, idx[0], box, x, self.flip and rng.random() < 0.5)
+            x = np.ascontiguousarray(x.transpose(1, 2, 3, 0))  # (T, S, S, 3) for the cv2 ops
+            x = _erase(_rand_augment(x, rng) if self.rand_aug else x, rng, self.erase_p)
+            x = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))  # (3, T, S, S)
+        else:  # a square of the short side, resized to S = short side -> S, then an S x S crop
+            side, crops = min(H, W), self.test_crops if self.mode == 'test' else 1
+            offs = np.linspace(0, max(H, W) - side, crops) if crops > 1 else [(max(H, W) - side) / 2]
+            x = np.empty((clips, len(offs), 3, T, S, S), np.uint8)
+            for c in range(clips):
+                for k, o in enumerate(np.int64(offs)):
+                    _crop_resize(frames, idx[c], (o, 0, side, side) if H > W else (0, o, side, side), x[c, k])
+            x = torch.from_numpy(x).flatten(0, 1)  # (V, 3, T, S, S)
+            x = x if self.mode == 'test' else x[0]
+        return {'x': x, 'label': self.samples[index][1], 'index': index}
+
+
+# --- the demo dataset: classes told by motion only, in the SSv2 layout (webm + json) and the DAVIS layout
+
+DEMO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data_cache', 'demo')
+DEMO_CLASSES = {  # template -> (dx, dy, turn, zoom): what moves, which way (turn > 0: counter-clockwise on screen)
+    'Moving [something] left': (-1, 0, 0, 0), 'Moving [something] right': (1, 0, 0, 0),
+    'Moving [something] up': (0, -1, 0, 0), 'Moving [something] down': (0, 1, 0, 0),
+    'Turning [something] clockwise': (0, 0, -1, 0), 'Turning [something] counterclockwise': (0, 0, 1, 0),
+    'Moving [something] closer': (0, 0, 0, 1), 'Moving [something] away': (0, 0, 0, -1)}
+# W x H, frames, fps [ours]: small for a CPU model; 36 frames hold a 16 x 2 clip with its +1 partners and still
+# leave a random start; 12 fps as SSv2. 40 + 10 videos per class: ~15 s to generate, minutes to train on a CPU
+DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (80, 64), 36, 12
+
+
+def _texture(rng, H, W, contrast=1.0):
+    """Stripes, checks or smooth blobs in two random colours, plus grain: float32 (H, W, 3)."""
+    yy, xx = np.mgrid[:H, :W].astype(np.float32)
+    kind, c = rng.integers(3), rng.integers(0, 256, (2, 3)).astype(np.float32)
+    if kind == 0:
+        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
+        w = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
+    else:
+        w = (xx // rng.integers(3, 9) + yy // rng.integers(3, 9)) % 2 if kind == 1 else cv2.resize(
+            rng.random((3, 3), np.float32), (W, H), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    w = np.float32(w)[..., None] * contrast
+    return np.clip(c[0] * w + c[1] * (1 - w) + (c[0] - c[1]) * (1 - contrast) / 2 + rng.normal(0, 6, (H, W, 3)), 0,
+                   255).astype(np.float32)
+
+
+def _sprite(rng, S):
+    """A random polygon, star or ellipse (radius < .45 S) with a random texture: ((S, S, 3) float32, (S, S) alpha)."""
+    alpha, kind, k = np.zeros((S, S), np.uint8), rng.integers(3), rng.integers(3, 7)
+    if kind == 2:
+        cv2.ellipse(alpha, (S // 2, S // 2), (int(.44 * S), int(rng.uniform(.22, .38) * S)), 0, 0, 360, 255, -1)
+    else:  # k corners at jittered angles, or a 2k-pointed star
+        n = 2 * k if kind else k
+        a, r = 2 * np.pi * (np.arange(n) + rng.uniform(-.3, .3, n)) / n, .44 * S * (
+            np.tile([1, .45], k) if kind else rng.uniform(.6, 1, k))
+        cv2.fillPoly(alpha, [np.int32(np.stack([S / 2 + r * np.cos(a), S / 2 + r * np.sin(a)], 1))], 255)
+    return _texture(rng, S, S), alpha
+
+
+def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
+    """Composite the sprite onto img (H, W, 3) centred at (cx, cy), wrapping around the borders, turned by `angle`
+    degrees and scaled; labels (H, W), if given, gets k where the sprite covers."""
+    (H, W), S = img.shape[:2], sprite.shape[0]
+    M = cv2.getRotationMatrix2D((S / 2, S / 2), angle, scale)
+    M[:, 2] += (W // 2 + cx % 1 - S / 2, H // 2 + cy % 1 - S / 2)  # to the centre, plus the fractional part
+    rgba = np.roll(cv2.warpAffine(np.dstack([sprite, np.float32(alpha)]), M, (W, H)),
+                   (int(cy // 1) - H // 2, int(cx // 1) - W // 2), (0, 1))  # whole pixels, wrapping
+    img[:] = img + (rgba[..., :3] - img) * rgba[..., 3:] / 255
+    if labels is not None:
+        labels[rgba[..., 3] > 127] = k
+
+
+def _demo_video(rng, motion):
+    """The frames of one demo video. Every parameter has the same distribution in every class at a random frame
+    (positions wrap around the borders, angles are uniform, a still size is the zoom classes' size at a random
+    frame), so one frame cannot tell the class; the motion can."""
+    (W, H), F, (dx, dy, turn, zoom) = DEMO_SIZE, DEMO_FRAMES, motion
+    bg, (sprite, alpha) = _texture(rng, H, W, 0.4), _sprite(rng, 32)  # a calmer background than the object
+    t = np.arange(F) - (F - 1) / 2  # around the middle frame: the class pairs are time-reverses of each other
+    v, w, k = rng.uniform(.8, 1.6), rng.uniform(5, 10), rng.uniform(.02, .03)  # px, degrees, log-size a frame
+    x, y, a = rng.uniform(0, W) + dx * v * t, rng.uniform(0, H) + dy * v * t, rng.uniform(0, 360) + turn * w * t
+    size = np.exp(rng.uniform(np.log(.6), np.log(.9)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
+    frames = [bg.copy() for _ in range(F)]
+    for i, img in enumerate(frames):
+        _paste(img, None, sprite, alpha, x[i], y[i], a[i], size[i])
+    return [img.astype(np.uint8) for img in frames]
+
+
+def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
+    """DAVIS-2017 layout (JPEGImages/480p/<seq>/00000.jpg, Annotations/480p/<seq>/00000.png palette masks,
+    ImageSets/2017/val.txt; the folder is named 480p as in DAVIS, the frames are W x H): 2-3 textured objects a
+    sequence, apart in frame 0, then moving, turning and scaling along straight paths, later ones in front."""
+    names, f = [f'shapes-{s}' for s in range(seqs)], np.arange(F) / (F - 1)
+    for s, name in enumerate(names):
+        rng = np.random.default_rng([seed, 1, s])
+        bg, K, objs = _texture(rng, H, W, 0.4), rng.integers(2, 4), []
+        for k in range(K):
+            x0, y0 = W * (k + rng.uniform(.3, .7)) / K, H * rng.uniform(.3, .7)  # apart in frame 0
+            x1, y1 = rng.uniform(.2, .8, 2) * (W, H)
+            angle, scale = rng.uniform(0, 360) + rng.uniform(-120, 120) * f, rng.uniform(.6, .9) * np.exp(
+                rng.uniform(-.3, .3) * f)
+            objs.append((*_sprite(rng, 48), x0 + (x1 - x0) * f, y0 + (y1 - y0) * f, angle, scale))
+        for d in ('JPEGImages', 'Annotations'):
+            os.makedirs(os.path.join(root, d, '480p', name))
+        for i in range(F):
+            img, labels = bg.copy(), np.zeros((H, W), np.uint8)
+            for k, (sprite, alpha, xs, ys, angles, scales) in enumerate(objs):
+                _paste(img, labels, sprite, alpha, xs[i], ys[i], angles[i], scales[i], k + 1)
+            cv2.imwrite(os.path.join(root, 'JPEGImages', '480p', name, f'{i:05d}.jpg'), img.astype(np.uint8),
+                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+            write_palette_png(os.path.join(root, 'Annotations', '480p', name, f'{i:05d}.png'), labels)
+    os.makedirs(os.path.join(root, 'ImageSets', '2017'))
+    with open(os.path.join(root, 'ImageSets', '2017', 'val.txt'), 'w') as fh:
+        fh.write('\n'.join(names) + '\n')
+
+
+def _write_webm(path, frames):
+    """VP8 in webm. OpenCV prints a harmless "tag 'VP80' is not supported" line per writer straight to fd 2."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'VP80'), DEMO_FPS, frames[0].shape[1::-1])
+    finally:
+        os.dup2(saved, 2), os.close(saved), os.close(null)
+    if not writer.isOpened():
+        raise SystemExit(f'this OpenCV cannot write VP8 webm ({path}): the demo needs its FFMPEG backend')
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def ensure_demo(root=None, per_class=None, seed=0):
+    """Generate the demo dataset in root (default DEMO_ROOT) unless it is there; -> root. Deterministic in seed:
+    per_class (train, val) videos of each class (default (40, 10)) in the SSv2 layout, and the DAVIS layout in
+    root/davis. With per_class None an existing demo of any size is used as it is."""
+    root = root or DEMO_ROOT
+    dist = torch.distributed.is_initialized()
+    if dist and torch.distributed.get_rank() != 0:   # under DDP rank 0 generates, the others wait, then read
+        torch.distributed.barrier()
+        return root
+    try:
+        return _ensure_demo(root, per_class, seed)
+    finally:
+        if dist:
+            torch.distributed.barrier()
+
+
+def _ensure_demo(root, per_class, seed):
+    if per_class is None and os.path.exists(os.path.join(root, 'demo.json')):
+        return root
+    per_class = per_class or (40, 10)
+    stamp, marker = json.dumps({'per_class': list(per_class), 'seed': seed}), os.path.join(root, 'demo.json')
+    if os.path.exists(marker) and open(marker).read() == stamp:
+        return root
+    if os.path.isdir(root) and os.listdir(root) and not os.path.exists(marker):
+        raise SystemExit(f'{root} is not empty and holds no demo dataset: remove it or choose another --data-root')
+    print(f'generating the demo dataset in {root}', file=sys.stderr)
+    tmp, names = f'{os.path.abspath(root)}.tmp{os.getpid()}', list(DEMO_CLASSES)
+    os.makedirs(os.path.join(tmp, 'labels')), os.makedirs(os.path.join(tmp, 'videos'))
+    labels = {'labels': {n.replace('[', '').replace(']', ''): str(i) for i, n in enumerate(names)}}
+    C = len(names)  # videos go round the classes: ids 0..C-1 are one of each
+    for split, count, first in ('train', per_class[0], 0), ('validation', per_class[1], per_class[0] * C):
+        labels[split] = [{'id': str(first + j), 'label': names[j % C].replace('[something]', 'a shape').lower(),
+                          'template': names[j % C], 'placeholders': ['a shape']} for j in range(count * C)]
+        for v in labels[split]:
+            frames = _demo_video(np.random.default_rng([seed, 0, int(v['id'])]), DEMO_CLASSES[v['template']])
+            _write_webm(os.path.join(tmp, 'videos', v['id'] + '.webm'), frames)
+    for name, obj in labels.items():
+        with open(os.path.join(tmp, 'labels', f'something-something-v2-{name}.json'), 'w') as fh:
+            json.dump(obj, fh, indent=1)
+    _demo_davis(os.path.join(tmp, 'davis'), seed)
+    with open(os.path.join(tmp, 'demo.json'), 'w') as fh:
+        fh.write(stamp)
+    if not (os.path.exists(marker) and open(marker).read() == stamp):  # else another process was first
+        shutil.rmtree(root, ignore_errors=True)  # empty, or a demo of other settings
+        try:
+            os.rename(tmp, root)
+        except OSError:  # another process was first after all
+            pass
+    shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+DAVIS_PALETTE = np.zeros((256, 3), np.uint8)  # the PASCAL VOC / DAVIS colour map: index bits spread over R, G, B
+for _bit in range(24):
+    DAVIS_PALETTE[:, _bit % 3] |= (((np.arange(256) >> _bit) & 1) << (7 - _bit // 3)).astype(np.uint8)
+
+
+def write_palette_png(path, array, palette=None):
+    """Write an (H, W) uint8 index map as an 8-bit palette PNG (the DAVIS mask format; cv2 cannot write one)."""
+    a, pal = np.ascontiguousarray(array, np.uint8), DAVIS_PALETTE if palette is None else np.uint8(palette)
+    chunk = lambda kind, d: struct.pack('>I', len(d)) + kind + d + struct.pack('>I', zlib.crc32(kind + d))  # noqa
+    rows = np.concatenate([np.zeros((len(a), 1), np.uint8), a], 1)  # filter type 0 on every row
+    with open(path, 'wb') as fh:
+        fh.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', a.shape[1], a.shape[0], 8, 3, 0, 0, 0))
+                 + chunk(b'PLTE', pal.tobytes()) + chunk(b'IDAT', zlib.compress(rows.tobytes())) + chunk(b'IEND', b''))
+
+
+def read_palette_png(path, with_palette=False):
+    """An 8-bit palette (or grey) PNG -> its (H, W) uint8 indices (cv2.imread would give colours), and with
+    with_palette its palette (n, 3). Rows filtered 'none', 'sub' or 'up' (what mask writers use)."""
+    data, pos, idat, pal = open(path, 'rb').read(), 8, [], None
+    while pos < len(data):
+        n, kind = struct.unpack('>I', data[pos:pos + 4])[0], data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b'IHDR':
+            W, H, depth, color, _, _, interlace = struct.unpack('>IIBBBBB', body[:13])
+        pal = np.frombuffer(body, np.uint8).reshape(-1, 3) if kind == b'PLTE' else pal
+        idat += [body] if kind == b'IDAT' else []
+        pos += 12 + n
+    if data[:8] != b'\x89PNG\r\n\x1a\n' or depth != 8 or color not in (0, 3) or interlace:
+        raise ValueError(f'{path}: not an 8-bit, non-interlaced palette or grey PNG')
+    rows = np.frombuffer(zlib.decompress(b''.join(idat)), np.uint8).reshape(H, W + 1)
+    out = np.zeros((H + 1, W), np.uint8)  # row 0: the zeros that filter 'up' sees above the first row
+    for y, (f, r) in enumerate(zip(rows[:, 0], rows[:, 1:])):
+        if f > 2:
+            raise ValueError(f'{path}: PNG row filter {f} (average/paeth) is not supported')
+        out[y + 1] = r if f == 0 else np.cumsum(r, dtype=np.uint8) if f == 1 else r + out[y]  # none, sub, up
+    return (out[1:], pal) if with_palette else out[1:]
+
+
+# --- loaders: a resumable distributed sampler, collate, the DataLoader
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """(index, item_seed) pairs for one rank, functions of (seed, epoch) only. As DistributedSampler: the epoch's
+    order is padded (repeating its head) to a multiple of world, rank r takes positions r, r + world, ...
+    set_epoch(epoch, skip) skips this rank's first `skip` items: a resumed run continues the order mid-epoch."""
+
+    def __init__(self, n, shuffle=True, seed=0, rank=0, world=1):
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch, skip=0):
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self):
+        return -(-self.n // self.world) - self.skip
+
+    def __iter__(self):
+        rng, total = np.random.default_rng([self.seed, self.epoch]), -(-self.n // self.world) * self.world
+        order = np.resize(rng.permutation(self.n) if self.shuffle else np.arange(self.n), total)
+        seeds, mine = rng.integers(2**62, size=total), slice(self.rank + self.skip * self.world, total, self.world)
+        return iter([(int(i), int(s)) for i, s in zip(order[mine], seeds[mine])])
+
+
+def collate(items):
+    """A batch: tensors stacked (PretrainDataset's (B, R, ...) flattened to (B*R, ...)), ints as int64, the 'bad'
+    lists joined. default_collate stacks into shared memory in a worker, so the batch is not copied to send it."""
+    out = {k: torch.utils.data.default_collate([item[k] for item in items]) for k in items[0] if k != 'bad'}
+    if 'x_next' in out:
+        out['x'], out['x_next'] = out['x'].flatten(0, 1), out['x_next'].flatten(0, 1)
+    return dict(out, bad=[path for item in items for path in item['bad']])
+
+
+def _worker_init(*_):
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True):
+    """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size, sampler=ResumableSampler(len(dataset), shuffle, seed, rank, world), num_workers=workers,
+        collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_worker_init,
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+
+
+# --- command line: check a dataset, benchmark the pretraining pipeline
+
+def _scan(path):
+    """Read every frame of a video once -> (frames, None) or (0, why)."""
+    try:
+        return _grab(_open(path), keep=False)[1], None
+    except (BadVideo, cv2.error) as e:
+        return 0, str(e)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='check a dataset (read every video once) or benchmark the loader')
+    p.add_argument('command', choices=['check', 'bench'])
+    p.add_argument('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
+    p.add_argument('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
+    p.add_argument('--split', default='train', choices=['train', 'val'])
+    p.add_argument('--video', help='bench one video file instead of a dataset')
+    p.add_argument('--workers', type=int, default=1, help='processes; 0: this one')
+    p.add_argument('--repeat', type=int, default=1, help='bench: clips cut from each decoded video')
+    p.add_argument('--num-frames', type=int, default=16, help='frames a clip [VideoMAE]; check: fewer is bad')
+    p.add_argument('--stride', type=int, default=4, help='bench: frame stride [VideoMAE, Kinetics]')
+    p.add_argument('--img-size', type=int, default=224, help='bench: crop size [VideoMAE]')
+    p.add_argument('--items', type=int, default=64, help='bench: videos to decode')
+    args = p.parse_args(argv)
+    if args.command == 'check':
+        samples, classes = load_split(args.data, args.data_root, args.split)
+        paths = [path for path, _ in samples]
+        pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
+        res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
+        pool and pool.close()
+        bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
+        print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
+        for path, why in bad[:10]:
+            print(f'  bad: {path}: {why}')
+        counts = np.bincount([label for _, label in samples], minlength=len(classes))
+        print(f'label counts ({len(classes)} classes, min {counts.min()}, max {counts.max()}):')
+        for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
+            print(f'  {counts[c]:6d} {classes[c]}')
+        return len(bad)
+    samples = [(args.video, 0)] * args.items if args.video else load_split(args.data, args.data_root, args.split)[0][
+        :args.items]
+    loader = make_loader(PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat), 4,
+                         args.workers, True, 0)
+    batches, clips = iter(loader), 0
+    next(batches)  # start the workers
+    t0 = time.time()
+    for batch in batches:
+        clips += len(batch['x'])
+    rate = clips / (time.time() - t0) / max(args.workers, 1)
+    print(f'{rate:.1f} clips/s per worker ({args.num_frames}x{args.stride} clips at {args.img_size}px with their +1 '
+          f'partners, repeat {args.repeat}, {args.workers} workers; decode + sample + augment)')
+    return rate
+
+
+
+# -----------------------------------------------------------------------------
+# training helpers shared by pretrain.py and finetune.py: distributed setup, lr, optimizer, AMP, checkpoints
+
+
+def launch(main, argv, gpus):
+    """`--gpus N` without torchrun: run main(argv) in N local processes that join one job."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:                                    # a free port on this machine
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    mp.spawn(_spawned, args=(main, list(sys.argv[1:] if argv is None else argv), gpus, port), nprocs=gpus)
+
+
+def _spawned(rank, main, argv, world, port):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    main(argv)
+
+
+def init_distributed(device):
+    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU.
+    Returns (rank, world, torch.device)."""
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
+    if device == 'cuda':
+        torch.cuda.set_device(local)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    dev = torch.device('cuda', local) if device == 'cuda' else torch.device(device)
+    if 'RANK' in os.environ and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
+                                             device_id=dev if device == 'cuda' else None)
+    return rank, world, dev
+
+
+def print0(*a, **kw):
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(*a, **kw, flush=True)
+
+
+def lr_at(step, base_lr, min_lr, warmup, total):
+    """Linear warmup for `warmup` steps, then half-cosine from base_lr to min_lr at `total` steps."""
+    if step < warmup:
+        return base_lr * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model, weight_decay, layer_decay=1.0, num_layers=0):
+    """AdamW groups: no weight decay on biases, norms, position tables, tokens [VideoMAE]; with
+    layer_decay < 1 each encoder block i gets lr scale layer_decay^(num_layers + 1 - (i + 1)),
+    the embedding layer_decay^(num_layers + 1), the head 1 [BEiT/VideoMAE finetuning]."""
+    groups = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_wd = p.ndim == 1 or name.endswith(('pos_embed', 'mask_token'))
+        if name.startswith('encoder.blocks.'):
+            layer = int(name.split('.')[2]) + 1
+        else:
+            layer = 0 if name.startswith(('encoder.patch_embed', 'encoder.pos_embed')) else num_layers + 1
+        key = (layer if layer_decay != 1.0 else 0, no_wd)
+        if key not in groups:
+            groups[key] = {'params': [], 'weight_decay': 0.0 if no_wd else weight_decay,
+                           'lr_scale': layer_decay ** (num_layers + 1 - layer)}
+        groups[key]['params'].append(p)
+    return list(groups.values())
+
+
+def make_optimizer(model, lr, weight_decay, betas, device, layer_decay=1.0, num_layers=0):
+    groups = param_groups(model, weight_decay, layer_decay, num_layers)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == 'cuda')
+
+
+def autocast(device, amp):
+    """bf16 / fp16 autocast on CUDA; fp32 elsewhere (CPUs of this class have no bf16 units)."""
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == 'cuda')
+
+
+def all_finite(loss, world):
+    """True when the loss is finite on every rank (all ranks must agree to skip a step)."""
+    ok = torch.isfinite(loss.detach()).float()
+    if world > 1:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def save_checkpoint(path, state):
+    """Atomic: write a temp file in the same folder, then os.replace (a crash never leaves half a file)."""
+    tmp = path + '.tmp'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_resume(out):
+    """The newest checkpoint in `out` (ckpt.pt), loaded with weights_only=True, or None."""
+    path = os.path.join(out, 'ckpt.pt')
+    return torch.load(path, map_location='cpu', weights_only=True) if os.path.exists(path) else None
+
+
+if __name__ == '__main__':
+    main()
