@@ -1,0 +1,338 @@
+"""
+Self-supervised MotionMAE pretraining: L = L_space + λ·L_time on tube-masked clips (DESIGN §4).
+
+CPU demo (no arguments; generates the demo dataset, trains a tiny model for a few minutes and
+leaves out/ckpt.pt, out/log.jsonl and out/recon_epXXX.png):
+    python pretrain.py
+The paper's recipe on 8 GPUs (per-dataset presets below; every flag overrides its preset):
+    python pretrain.py --data ssv2 --data-root /data/ssv2 --gpus 8
+Multi-node: torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 pretrain.py --data k400 ...
+VideoMAE baseline: --time-weight 0.  Benchmark on random clips: python pretrain.py --bench --model base
+"""
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, replace
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data import (DATASETS, PretrainDataset, all_finite, autocast, check_bad_share, init_distributed, launch,
+                  load_resume, load_split, lr_at, make_loader, make_optimizer, normalize, print0, save_checkpoint)
+from model import PRESETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify, unnormalize, unpatchify
+
+# -----------------------------------------------------------------------------
+# recipes: [VideoMAE] full-scale pretraining per dataset (DESIGN §4); 'demo' is ours, sized for 2 CPU cores
+
+RECIPES = {
+    'ssv2': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
+    'k400': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
+    'ucf101': dict(model='base', epochs=800, warmup_epochs=40, lr=3e-4, batch_size=32, mask_ratio=0.75, workers=10),
+    'demo': dict(model='tiny', epochs=5, warmup_epochs=1, lr=1.6e-2, batch_size=16, mask_ratio=0.9, workers=1,
+                 repeat=2, log_every=5, vis_every=1),
+}
+DEFAULTS = dict(repeat=1, log_every=50, vis_every=20)  # where a recipe is silent
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a('--data', default='demo', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: embedded default)')
+    a('--data-root', default=None, help='dataset folder in its published layout (see README)')
+    a('--model', choices=list(PRESETS), help='model size (recipe: base; demo: tiny)')
+    a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 32)')
+    a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
+    a('--epochs', type=int, help='VideoMAE: 800 (ablations 400)')
+    a('--warmup-epochs', type=int, help='VideoMAE: 40')
+    a('--lr', type=float, help='base lr per 256 clips, scaled by global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 1.6e-2)')
+    a('--min-lr', type=float, default=1e-5, help='cosine floor per 256 clips (VideoMAE: 1e-5)')
+    a('--weight-decay', type=float, default=0.05, help='VideoMAE: 0.05')
+    a('--clip-grad', type=float, default=None, help='max grad norm; off by default as in the paper')
+    a('--mask-ratio', type=float, help='VideoMAE: 0.9 (UCF101 0.75)')
+    a('--mask-type', default='tube', choices=['tube', 'random'], help='paper: tube')
+    a('--decoder', default='separate', choices=['separate', 'shared'], help='paper: separate')
+    a('--time-weight', type=float, default=1.0, help='λ on the motion loss (paper: 1); 0 = VideoMAE')
+    a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
+    a('--motion-norm', default='patch', choices=['patch', 'none'], help='ours: patch')
+    a('--repeat', type=int, help='clips cut from each decoded video (ours: 1; demo 2)')
+    a('--workers', type=int, help='data loader processes per GPU')
+    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
+    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
+    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
+    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
+    a('--out', default='out', help='checkpoint, log.jsonl and pictures')
+    a('--seed', type=int, default=0)
+    a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
+    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
+    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+    a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 5)')
+    a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 1)')
+    a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
+    args = p.parse_args(argv)
+    preset = args.data if args.data in RECIPES else 'k400'
+    for k, v in {**DEFAULTS, **RECIPES[preset]}.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.max_bad_share = 0.1  # [ours] stop when more than 10% of the videos fail to decode
+    return args
+
+
+def model_config(args):
+    ds = DATASETS.get(args.data, DATASETS['k400'])
+    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=16, mask_ratio=args.mask_ratio,
+                       mask_type=args.mask_type, decoder=args.decoder, time_weight=args.time_weight,
+                       motion_norm=args.motion_norm)
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.gpus > 1 and 'RANK' not in os.environ:
+        return launch(main, argv, args.gpus)
+    rank, world, device = init_distributed(args.device)
+    cfg = model_config(args)
+    if args.bench:
+        return bench(args, cfg, device)
+    os.makedirs(args.out, exist_ok=True)
+
+    ds_info = DATASETS.get(args.data, DATASETS['k400'])
+    samples, _ = load_split(args.data, args.data_root, 'train')
+    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=ds_info['stride'], motion_gap=args.motion_gap,
+                              img_size=cfg.img_size, repeat=args.repeat, flip=ds_info['flip'])
+    if args.batch_size % args.repeat:
+        raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
+    loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
+                         rank=rank, world=world)
+    steps_per_epoch = len(loader) // args.accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f'{len(samples)} videos give no full step of {args.batch_size}×{world}×{args.accum} clips')
+
+    torch.manual_seed(args.seed)                                        # same initial weights on every rank
+    raw = MotionMAE(cfg).to(device)
+    if args.init:
+        load_checkpoint(raw, args.init)
+    compile_ = device.type == 'cuda' if args.compile is None else args.compile
+    model = torch.compile(raw) if compile_ else raw                     # compile the raw model, then DDP
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    clips_per_step = args.batch_size * world * args.accum
+    lr, min_lr = args.lr * clips_per_step / 256, args.min_lr * clips_per_step / 256
+    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+    opt = make_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), device)
+    scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
+
+    step, epoch, it0, n_nan = 0, 0, 0, 0
+    state = load_resume(args.out) if args.resume else None
+    if state is not None:
+        if state['config'] != asdict(cfg):
+            raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config; use another --out or --no-resume')
+        raw.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        scaler.load_state_dict(state['scaler'])
+        step, epoch, it0, n_nan = state['step'], state['epoch'], state['it'], state['n_nan']
+        print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
+
+    def checkpoint(epoch, it):
+        if rank == 0:
+            save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
+                model=raw.state_dict(), config=asdict(cfg), optimizer=opt.state_dict(), scaler=scaler.state_dict(),
+                step=step, epoch=epoch, it=it, n_nan=n_nan, args=vars(args)))
+
+    print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
+           f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}')
+    log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
+    pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
+    B, T = args.batch_size, cfg.num_frames
+    sums, step_loss, nan_run, vis = {}, 0.0, 0, None
+    last_save = t_log = time.time()
+    clips_log = 0
+    while epoch < args.epochs:
+        loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
+        n_bad, n_seen, bad_examples = 0, 0, []
+        for it, batch in enumerate(loader, start=it0):
+            if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
+                break
+            micro = it % args.accum
+            for g in opt.param_groups:
+                g['lr'] = lr_at(step, lr, min_lr, warmup, total) * g['lr_scale']
+            x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
+            x_next = normalize(batch['x_next'].to(device, non_blocking=True))
+            n_bad, n_seen, bad_examples = n_bad + len(batch['bad']), n_seen + len(batch['x']) // args.repeat, bad_examples + batch['bad'][:3]
+            # masks are a pure function of (seed, step): identical for any world size and after a resume
+            torch.manual_seed(args.seed * 1_000_003 + step * args.accum + micro)
+            mask = raw.draw_mask(B * world, device)[rank * B:(rank + 1) * B]
+            sync = world == 1 or micro == args.accum - 1
+            with autocast(device, args.amp), (nullcontext() if sync else model.no_sync()):
+                out = model(x, x_next, mask)
+                scaler.scale(out['loss'] / args.accum).backward()
+            step_loss = step_loss + out['loss'].detach()
+            for k in ('loss', 'loss_space', 'loss_time'):
+                if k in out:
+                    sums[k] = sums.get(k, 0.0) + out[k].detach() / args.accum
+            vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone())
+            if not sync:
+                continue
+            if all_finite(step_loss, world):                           # NaN/inf: skip the step, count, stop
+                if args.clip_grad:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip_grad)
+                scaler.step(opt)
+                scaler.update()
+                nan_run = 0
+            else:
+                n_nan, nan_run = n_nan + 1, nan_run + 1
+                print0(f'step {step}: loss is NaN/inf, step skipped ({n_nan} so far)')
+                if nan_run >= 5:
+                    raise SystemExit(f'loss NaN/inf for {nan_run} steps in a row at step {step}: lower --lr, '
+                                     f'set --clip-grad or try --amp bf16')
+            opt.zero_grad(set_to_none=True)
+            step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
+            pbar.update(1)
+            if step % args.log_every == 0 or step == total:
+                vals = torch.stack([sums[k] for k in sorted(sums)]) / args.log_every
+                if world > 1:
+                    torch.distributed.all_reduce(vals, op=torch.distributed.ReduceOp.AVG)
+                rec = dict(zip(sorted(sums), vals.tolist()), step=step, epoch=epoch,
+                           lr=opt.param_groups[0]['lr'], clips_per_s=clips_log / (time.time() - t_log), skipped=n_nan)
+                sums, t_log, clips_log = {}, time.time(), 0
+                pbar.set_postfix({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+                if log:
+                    log.write(json.dumps(rec) + '\n')
+                    log.flush()
+            if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+                checkpoint(epoch, it + 1)
+                last_save = time.time()
+        # end of epoch: bad videos, checkpoint, pictures
+        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+        if log:
+            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=int(counts[0]), videos=int(counts[1]))) + '\n')
+            log.flush()
+        check_bad_share(int(counts[0]), int(counts[1]), args.max_bad_share, bad_examples)
+        epoch, it0 = epoch + 1, 0
+        checkpoint(epoch, 0)
+        last_save = time.time()
+        if rank == 0 and vis is not None and (epoch % args.vis_every == 0 or epoch == args.epochs):
+            save_reconstruction(raw, *vis, os.path.join(args.out, f'recon_ep{epoch:03d}.png'))
+    pbar.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, log {args.out}/log.jsonl')
+
+# -----------------------------------------------------------------------------
+# reconstruction picture: input, masked input, space reconstruction, true motion, predicted motion
+
+
+@torch.no_grad()
+def save_reconstruction(raw, x, x_next, path, n_frames=8):
+    """One row per panel and sample, one column per shown frame. Predictions are normalised per tubelet;
+    for display they are mapped back with the true tubelet's mean and std (as VideoMAE's pictures do)."""
+    cfg, u, p = raw.cfg, raw.cfg.tubelet_size, raw.cfg.patch_size
+    was_training = raw.training
+    raw.eval()
+    out = raw(x.float(), x_next.float())
+    raw.train(was_training)
+    mask, B = out['mask'], x.shape[0]
+
+    def fill(truth, pred, normed, visible_value=None):  # truth (B, N, K) -> frames with predictions at hidden tokens
+        v = truth.view(B, truth.shape[1], -1, 3)
+        mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        pr = pred.float().view(B, -1, v.shape[2], 3)
+        pr = pr * std[mask].view(B, -1, 1, 3) + mean[mask].view(B, -1, 1, 3) if normed else pr
+        res = truth.clone() if visible_value is None else torch.full_like(truth, visible_value)
+        res[mask] = pr.reshape(-1, truth.shape[-1])
+        return unpatchify(res, u, p, cfg.grid)
+
+    pix = patchify(unnormalize(x), u, p)                               # (B, N, K) in [0, 1]
+    motion = patchify(unnormalize(x_next) - unnormalize(x), u, p)      # (B, N, K) in [-1, 1]
+    scale = motion.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-3)
+    panels = [('input', pix), ('masked', torch.where(mask[..., None], 0.3, pix)),
+              ('space recon', None), ('true motion', 0.5 + 0.5 * motion / scale), ('pred motion', None)]
+    rows = []
+    for b in range(B):
+        for name, v in panels:
+            if name == 'space recon':
+                img = fill(pix, out['pred_space'], True)
+            elif name == 'pred motion':
+                img = fill(motion, out['pred_time'], cfg.motion_norm == 'patch', 0.0) if 'pred_time' in out else None
+                img = None if img is None else 0.5 + 0.5 * img / scale.view(B, 1, 1, 1, 1)
+            else:
+                img = unpatchify(v, u, p, cfg.grid)
+            if img is None:
+                continue
+            frames = img[b, :, ::max(1, cfg.num_frames // n_frames)].clamp(0, 1)   # (3, n_frames, H, W)
+            row = (frames.permute(2, 1, 3, 0).reshape(frames.shape[2], -1, 3).cpu().numpy() * 255).astype(np.uint8)
+            row = np.ascontiguousarray(row[..., ::-1])                  # RGB -> BGR for OpenCV
+            cv2.putText(row, name, (2, 10), cv2.FONT_HERSHEY_PLAIN, 0.7, (0, 255, 255), 1)
+            rows.append(row)
+    cv2.imwrite(path, np.concatenate(rows, axis=0))
+
+# -----------------------------------------------------------------------------
+# benchmark: random clips, no data loading; clips/s, achieved FLOP/s, MFU, peak memory
+
+
+def bench(args, cfg, device, steps=None):
+    steps = steps or (20 if device.type == 'cuda' else 3)
+    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp) if device.type == 'cuda' else torch.float32
+    n = 8192 if device.type == 'cuda' else 2048                        # peak: a large matmul on this device
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    for i in range(4):
+        if i == 1:
+            sync(device)
+            t = time.time()
+        a @ a
+    sync(device)
+    peak = 2 * n ** 3 * 3 / (time.time() - t)
+    print0(f'device {device}, {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s; batch {args.batch_size}, {steps} timed steps')
+    variants = {'configured': cfg, 'videomae (time-weight 0)': replace(cfg, time_weight=0.0),
+                'shared decoder': replace(cfg, decoder='shared'), 'separate decoders': replace(cfg, decoder='separate')}
+    base = None
+    for name, c in variants.items():
+        if name != 'configured' and c == cfg:
+            continue
+        raw = MotionMAE(c).to(device)
+        model = torch.compile(raw) if (device.type == 'cuda' if args.compile is None else args.compile) else raw
+        opt = make_optimizer(raw, 1e-4, 0.05, (0.9, 0.95), device)
+        x = torch.randn(args.batch_size, 3, c.num_frames, c.img_size, c.img_size, device=device)
+        xn = x + 0.1 * torch.randn_like(x)
+        if device.type == 'cuda':
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(steps + 2):                                      # 2 warm-up steps (and compilation)
+            if i == 2:
+                sync(device)
+                t = time.time()
+            with autocast(device, args.amp):
+                loss = model(x, xn)['loss']
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        sync(device)
+        dt = (time.time() - t) / steps
+        flops = flops_per_clip(c) * args.batch_size / dt
+        mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == 'cuda' else _max_rss_gib()
+        base = base or (dt, flops_per_clip(c))
+        print0(f'{name:26s} {dt * 1000:8.0f} ms/step {args.batch_size / dt:8.2f} clips/s '
+               f'{flops / 1e12:7.3f} TFLOP/s  MFU {flops / peak:5.1%}  GFLOP/clip {flops_per_clip(c) / 1e9:6.1f}  '
+               f'time ×{dt / base[0]:.2f} FLOPs ×{flops_per_clip(c) / base[1]:.2f}  peak mem {mem:.2f} GiB')
+        del raw, model, opt
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def _max_rss_gib():  # CPU: the process's peak resident memory so far
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+
+if __name__ == '__main__':
+    main()

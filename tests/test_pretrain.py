@@ -1,0 +1,120 @@
+"""pretrain.py end to end on a tiny demo (CPU): demo path, learning, resume, 2-process DDP, NaN skip, baseline."""
+import json
+import os
+
+import pytest
+import torch
+
+import data
+import model as M
+import pretrain
+
+# a tiny run: 8×32² clips of the demo's videos, the tiny model, one worker-less loader
+TINY = ['--model', 'tiny', '--batch-size', '4', '--workers', '0', '--log-every', '1', '--vis-every', '1',
+        '--warmup-epochs', '1', '--device', 'cpu', '--no-compile']
+
+
+@pytest.fixture(scope='module')
+def demo_root(tmp_path_factory):
+    return data.ensure_demo(str(tmp_path_factory.mktemp('demo') / 'demo'), per_class=(2, 1))
+
+
+def run(demo_root, out, *extra):
+    pretrain.main(['--data', 'demo', '--data-root', demo_root, '--out', str(out), *TINY, *extra])
+    lines = [json.loads(l) for l in open(os.path.join(out, 'log.jsonl'))]
+    return [l for l in lines if 'loss' in l], torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
+
+
+def test_demo_path_writes_loadable_checkpoint_log_and_picture(demo_root, tmp_path):
+    steps, ck = run(demo_root, tmp_path, '--epochs', '1')
+    assert len(steps) >= 1 and {'loss', 'loss_space', 'loss_time', 'lr', 'clips_per_s'} <= set(steps[0])
+    m = M.MotionMAE(M.ModelConfig(**ck['config']))
+    missing, unexpected = M.load_checkpoint(m, os.path.join(tmp_path, 'ckpt.pt'))
+    assert missing == [] and unexpected == []
+    assert os.path.getsize(os.path.join(tmp_path, 'recon_ep001.png')) > 1000
+
+
+def test_loss_falls_on_the_demo(demo_root, tmp_path):
+    steps, _ = run(demo_root, tmp_path, '--epochs', '6', '--lr', '0.06')
+    first, last = steps[0]['loss'], sum(s['loss'] for s in steps[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+
+
+def interrupt_after(monkeypatch, n_saves):
+    """Simulate a kill right after the n-th checkpoint is written."""
+    real, calls = pretrain.save_checkpoint, []
+
+    class Killed(Exception):
+        pass
+
+    def save(path, state):
+        real(path, state)
+        calls.append(state['step'])
+        if len(calls) == n_saves:
+            raise Killed
+    monkeypatch.setattr(pretrain, 'save_checkpoint', save)
+    return Killed
+
+
+@pytest.mark.parametrize('where', ['epoch', 'mid-epoch'])
+def test_resume_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch, where):
+    args = ['--epochs', '4', '--save-minutes', '0' if where == 'mid-epoch' else '1000']
+    straight, ck_straight = run(demo_root, tmp_path / 'a', *args)
+    killed = interrupt_after(monkeypatch, 2 if where == 'epoch' else 3)
+    with pytest.raises(killed):
+        run(demo_root, tmp_path / 'b', *args)
+    monkeypatch.undo()
+    resumed, ck_resumed = run(demo_root, tmp_path / 'b', *args)
+    assert [s['step'] for s in resumed] == [s['step'] for s in straight]
+    assert [s['loss'] for s in resumed] == [s['loss'] for s in straight]
+    torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=0, atol=0)
+
+
+def test_two_gloo_processes_equal_one_process(demo_root, tmp_path):
+    one, ck1 = run(demo_root, tmp_path / 'one', '--epochs', '1', '--batch-size', '4')
+    two, ck2 = run(demo_root, tmp_path / 'two', '--epochs', '1', '--batch-size', '2', '--gpus', '2')
+    assert abs(one[0]['loss'] - two[0]['loss']) < 1e-5
+    torch.testing.assert_close(ck2['model'], ck1['model'], rtol=1e-4, atol=1e-5)
+
+
+def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeypatch):
+    forward, calls = M.MotionMAE.forward, []
+
+    def nan_at(bad):
+        def fwd(self, *a, **kw):
+            out = forward(self, *a, **kw)
+            calls.append(1)
+            if len(calls) in bad:
+                out['loss'] = out['loss'] * float('nan')
+            return out
+        return fwd
+    monkeypatch.setattr(M.MotionMAE, 'forward', nan_at({2}))
+    steps, ck = run(demo_root, tmp_path / 'a', '--epochs', '1')
+    assert ck['n_nan'] == 1 and steps[-1]['skipped'] == 1
+    assert all(torch.isfinite(v).all() for v in ck['model'].values())
+    calls.clear()
+    monkeypatch.setattr(M.MotionMAE, 'forward', nan_at(set(range(1, 100))))
+    with pytest.raises(SystemExit, match='NaN'):
+        run(demo_root, tmp_path / 'b', '--epochs', '1')
+
+
+def test_time_weight_zero_trains_the_videomae_baseline(demo_root, tmp_path):
+    steps, ck = run(demo_root, tmp_path, '--epochs', '1', '--time-weight', '0')
+    assert 'loss_time' not in steps[0] and steps[0]['loss'] == steps[0]['loss_space']
+    assert not any('time' in k for k in ck['model'])
+
+
+def test_bad_flag_and_missing_root_give_one_line_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(['--mask-type', 'checkerboard'])
+    assert e.value.code == 2 and 'invalid choice' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(['--data', 'ssv2', '--data-root', str(tmp_path / 'nope'), '--device', 'cpu'])
+    assert 'ssv2' in str(e.value) and '\n' not in str(e.value).strip().split('\n')[0]
+
+
+def test_bench_prints_all_variants(capsys):
+    pretrain.main(['--bench', '--model', 'tiny', '--data', 'demo', '--batch-size', '1', '--device', 'cpu',
+                   '--no-compile'])
+    out = capsys.readouterr().out
+    assert 'videomae' in out and 'shared decoder' in out and 'MFU' in out
