@@ -21,6 +21,7 @@ paper ↔ code
     §3.2 L = L_space + λ L_time        MotionMAE.forward
     §4   finetuning                    VideoClassifier
 """
+import argparse
 import math
 from dataclasses import dataclass
 
@@ -404,12 +405,18 @@ RENAMES = [('encoder_to_decoder.', 'decoders.space.proj.'), ('mask_token', 'deco
            ('pos_embed', 'encoder.pos_embed'), ('norm.', 'encoder.norm.')]
 
 
+def read_checkpoint(path):
+    """torch.load(weights_only=True); VideoMAE's training checkpoints also pickle an argparse.Namespace."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def load_checkpoint(model, ckpt, verbose=True):
     """Load our checkpoint or a VideoMAE pretrain/finetune one (path or dict) into a MotionMAE or a
     VideoClassifier. Strips 'module.'/'_orig_mod.'; reports missing and unexpected keys (and
     shape mismatches, which are skipped). Returns (missing, unexpected)."""
     if isinstance(ckpt, str):
-        ckpt = torch.load(ckpt, map_location='cpu', weights_only=True)
+        ckpt = read_checkpoint(ckpt)
     for k in ('model', 'module', 'state_dict'):
         if isinstance(ckpt.get(k), dict):
             ckpt = ckpt[k]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import ensure_demo, read_palette_png, write_palette_png
-from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, VideoClassifier, load_checkpoint
+from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------
 # DAVIS layout: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, ImageSets/2017/<split>.txt
@@ -298,7 +298,7 @@ def load_encoder(path, preset, device):
     """Our checkpoint ({'model', 'config'}) or a VideoMAE one (no config: architecture from --model)."""
     if not os.path.isfile(path):
         raise SystemExit(f'no checkpoint at {path}: run `python pretrain.py` first (or pass --ckpt)')
-    ck = torch.load(path, map_location='cpu', weights_only=True)
+    ck = read_checkpoint(path)
     cfg = ModelConfig(**ck['config']) if 'config' in ck else ModelConfig(**PRESETS[preset])
     clf = VideoClassifier(cfg, num_classes=0)
     load_checkpoint(clf, ck)

@@ -216,6 +216,15 @@ def test_checkpoint_round_trip_with_prefixes(tmp_path):
     torch.testing.assert_close(clf.encoder.pos_embed, m.encoder.pos_embed)
 
 
+def test_videomae_training_checkpoint_with_namespace_loads_from_a_path(tmp_path):
+    import argparse
+    m = MotionMAE(tiny(time_weight=0.0))
+    path = os.path.join(tmp_path, 'checkpoint-799.pth')
+    torch.save({'model': to_videomae(m.state_dict()), 'args': argparse.Namespace(lr=1.5e-4), 'epoch': 799}, path)
+    missing, unexpected = M.load_checkpoint(MotionMAE(tiny(time_weight=0.0)), path)
+    assert missing == [] and unexpected == []
+
+
 def test_load_reports_shape_mismatch():
     m = MotionMAE(tiny())
     sd = m.state_dict()
@@ -321,4 +330,4 @@ def test_model_imports_only_torch_and_stdlib():
     tree = ast.parse(open(M.__file__).read())
     mods = {a.name.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert mods <= {'torch', 'math', 'dataclasses'}, mods
+    assert mods <= {'torch', 'argparse', 'math', 'dataclasses'}, mods
