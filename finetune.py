@@ -1,0 +1,430 @@
+"""
+Action-recognition finetuning of a pretrained MotionMAE (or VideoMAE) encoder, multi-view testing and linear
+probing (DESIGN §2 finetune model, §3 sampling/augmentation, §4 recipe).
+
+CPU demo (no arguments; finetunes the demo pretraining's out/ckpt.pt if present, else from scratch, on the demo's
+motion classes; leaves out/finetune/{ckpt.pt, log.jsonl, test_results.json, confusion.png}):
+    python finetune.py
+The paper's recipe on 8 GPUs (per-dataset presets below; every flag overrides its preset):
+    python finetune.py --data ssv2 --data-root /data/ssv2 --init out/ckpt.pt --gpus 8
+Multi-view test of a finetuned checkpoint:   python finetune.py --data ssv2 --data-root /data/ssv2 --eval-only
+Linear probe (frozen encoder; MAE protocol):  python finetune.py --data k400 --data-root ... --init ... --linear-probe
+"""
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, replace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import (DATASETS, VideoDataset, all_finite, autocast, check_bad_share, init_distributed, launch,
+                  load_resume, load_split, lr_at, make_loader, make_optimizer, normalize, print0, save_checkpoint)
+from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
+
+# -----------------------------------------------------------------------------
+# recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs/lr as DESIGN §4; 'demo' is ours
+
+RECIPES = {
+    'ssv2': dict(model='base', epochs=50, lr=5e-4, batch_size=8, layer_decay=0.75, workers=10),
+    'k400': dict(model='base', epochs=100, lr=1e-3, batch_size=8, layer_decay=0.75, workers=10),
+    'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10),
+    # demo [ours]: a few CPU minutes are ~150 steps, too few for mixup/cutmix to pay off: off, and a higher lr
+    'demo': dict(model='tiny', epochs=3, warmup_epochs=1, lr=5e-2, batch_size=8, layer_decay=0.75, workers=1,
+                 mixup=0.0, cutmix=0.0, log_every=10),
+}
+DEFAULTS = dict(warmup_epochs=5, weight_decay=0.05, mixup=0.8, cutmix=1.0, smoothing=0.1, log_every=50)
+# [MAE linear probe] no weight decay, no mixup/cutmix, no label smoothing, no RandAugment/erasing, no layer decay;
+# [ours] AdamW at 1e-3 per 256 clips instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch optimizer)
+PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0)
+
+
+def get_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a('--data', default='demo', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: embedded default)')
+    a('--data-root', default=None, help='dataset folder in its published layout (see README)')
+    a('--init', default=None, help="MotionMAE pretrain/finetune or VideoMAE checkpoint; '' = from scratch "
+                                   "(demo: out/ckpt.pt if present); with --eval-only default <out>/ckpt.pt")
+    a('--model', choices=list(PRESETS), help='size for VideoMAE checkpoints / scratch (recipe: base; demo: tiny); '
+                                             'our checkpoints carry their config')
+    a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 8 SSv2/K400, 16 UCF101)')
+    a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
+    a('--epochs', type=int, help='paper: 50 SSv2, 100 K400/UCF101')
+    a('--warmup-epochs', type=int, help='VideoMAE: 5')
+    a('--lr', type=float, help='base lr per 256 clips, scaled by global batch/256 (paper: 5e-4 SSv2/UCF101, 1e-3 K400; '
+                               'linear probe 1e-3, ours)')
+    a('--min-lr', type=float, default=1e-6, help='cosine floor per 256 clips (VideoMAE: 1e-6)')
+    a('--weight-decay', type=float, help='VideoMAE: 0.05 (linear probe 0, MAE)')
+    a('--layer-decay', type=float, help='layer-wise lr decay (VideoMAE: 0.75, UCF101 0.7)')
+    a('--drop-path', type=float, default=0.1, help='stochastic depth, max rate (VideoMAE: 0.1)')
+    a('--dropout', type=float, default=0.0, help='dropout before the head (VideoMAE: 0; its UCF101 script 0.5)')
+    a('--mixup', type=float, help='mixup alpha (VideoMAE: 0.8; demo 0; 0 = off)')
+    a('--cutmix', type=float, help='cutmix alpha (VideoMAE: 1.0; demo 0; 0 = off)')
+    a('--smoothing', type=float, help='label smoothing (VideoMAE: 0.1)')
+    a('--linear-probe', action='store_true', help='frozen encoder, BatchNorm + linear head (MAE protocol)')
+    a('--eval-only', action='store_true', help='single-view val + multi-view test of --init (default <out>/ckpt.pt)')
+    a('--workers', type=int, help='data loader processes per GPU')
+    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
+    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
+    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
+    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
+    a('--out', default='out/finetune', help='checkpoint, log.jsonl, test_results.json, confusion.png')
+    a('--seed', type=int, default=0)
+    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
+    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+    a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
+    args = p.parse_args(argv)
+    preset = args.data if args.data in RECIPES else 'k400'
+    for k, v in {**DEFAULTS, **RECIPES[preset], **(PROBE if args.linear_probe else {})}.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.init is None and args.data == 'demo' and not args.eval_only:
+        args.init = 'out/ckpt.pt' if os.path.exists('out/ckpt.pt') else ''
+    args.max_bad_share = 0.1  # [ours] stop when more than 10% of the videos fail to decode
+    return args
+
+# -----------------------------------------------------------------------------
+# model: VideoClassifier from a checkpoint; linear-probe head; optimizer with layer-wise lr decay
+
+
+def read_init(path):
+    """model.read_checkpoint, with a clear message when the file is missing."""
+    if not os.path.exists(path):
+        raise SystemExit(f'checkpoint {path} not found (--init; with --eval-only default <out>/ckpt.pt)')
+    return read_checkpoint(path)
+
+
+def build_model(args, num_classes, ck, resume=False):
+    """VideoClassifier from checkpoint dict ck ({} = scratch). Ours ({'model', 'config'}) carry the model config
+    (input size included: we finetune at the pretraining's geometry [ours]); VideoMAE's take --model at the
+    dataset's size, 16 frames. Linear probe [MAE]: head = BatchNorm1d(D, affine=False) + Linear, the rest frozen.
+    resume: ck is our own training state (loaded strictly); else any layout, reporting loaded and new tensors."""
+    if 'config' in ck:
+        cfg = ModelConfig(**ck['config'])
+    else:
+        cfg = ModelConfig(**PRESETS[args.model], img_size=DATASETS.get(args.data, DATASETS['list'])['img_size'])
+    probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
+    cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path)
+    model = VideoClassifier(cfg, num_classes, dropout=0.0 if probe else args.dropout)
+    if probe:
+        D = cfg.embed_dim
+        model.head = nn.Sequential(nn.BatchNorm1d(D, affine=False, eps=1e-6), nn.Linear(D, num_classes))
+        nn.init.trunc_normal_(model.head[1].weight, std=0.01)           # [MAE linear probe]
+        nn.init.zeros_(model.head[1].bias)
+        for name, prm in model.named_parameters():
+            prm.requires_grad = name.startswith('head.')
+    if resume:
+        if ck['config'] != asdict(cfg) or ck['linear_probe'] != probe:
+            raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config or mode; '
+                             'use another --out or --no-resume')
+        model.load_state_dict(ck['model'])
+    elif ck:
+        print0(f"init: {'MotionMAE' if 'config' in ck else 'VideoMAE-layout'} checkpoint {args.init} "
+               f"({'linear probe' if probe else 'classifier'}, {num_classes} classes); missing = new tensors:")
+        load_checkpoint(model, ck, verbose=int(os.environ.get('RANK', 0)) == 0)
+    else:
+        print0('init: none, training from scratch (no pretrained checkpoint given' +
+               ('; run `python pretrain.py` first for the demo)' if args.data == 'demo' else ')'))
+    return model, cfg, probe
+
+
+def set_train(model, probe):
+    """Training mode; a linear probe keeps its frozen encoder (and fc_norm) in eval mode."""
+    model.train()
+    if probe:
+        model.encoder.eval()
+
+
+def build_optimizer(args, model, lr, device):
+    """AdamW (0.9, 0.999) [VideoMAE]; block i of L gets lr × layer_decay^(L - i), the embedding
+    layer_decay^(L + 1), fc_norm and head 1 [BEiT/VideoMAE]. A linear probe optimizes only the head."""
+    return make_optimizer(model, lr, args.weight_decay, (0.9, 0.999), device, layer_decay=args.layer_decay,
+                          num_layers=model.cfg.depth)
+
+# -----------------------------------------------------------------------------
+# mixup / cutmix with label smoothing, soft-target cross-entropy [VideoMAE: timm Mixup, mode 'batch'], on the device
+
+
+def draw_mix(rng, H, W, mixup=0.8, cutmix=1.0, switch_prob=0.5):
+    """One λ per batch: cutmix with probability switch_prob when both are on, else mixup; λ ~ Beta(α, α).
+    Cutmix box of area ≈ (1-λ)·H·W around a uniform centre, clipped to the frame; λ corrected to the kept
+    area. Returns (lam, box) with box = (y0, y1, x0, x1), or None for mixup. λ = 1 when both are off."""
+    if mixup <= 0 and cutmix <= 0:
+        return 1.0, None
+    if cutmix <= 0 or (mixup > 0 and rng.random() >= switch_prob):
+        return float(rng.beta(mixup, mixup)), None
+    r = math.sqrt(1 - rng.beta(cutmix, cutmix))
+    cy, cx, ch, cw = int(rng.integers(H)), int(rng.integers(W)), int(H * r), int(W * r)
+    y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, H), max(cx - cw // 2, 0), min(cx + cw // 2, W)
+    return 1 - (y1 - y0) * (x1 - x0) / (H * W), (y0, y1, x0, x1)
+
+
+def mix(x, y, num_classes, lam, box=None, smoothing=0.1):
+    """Mix every clip with the batch reversed: x (B, 3, T, H, W), y (B,) labels. Mixup x·λ + x_rev·(1-λ); cutmix
+    pastes x_rev's box into x, the same box on every frame. Targets (B, K) = λ·ỹ + (1-λ)·ỹ_rev with smoothed one-hot
+    ỹ = (1 - s)·onehot + s/K; each row sums to 1."""
+    soft = F.one_hot(y, num_classes).float() * (1 - smoothing) + smoothing / num_classes
+    target = lam * soft + (1 - lam) * soft.flip(0)
+    if lam == 1.0:
+        return x, target
+    if box is None:
+        return x * lam + x.flip(0) * (1 - lam), target
+    y0, y1, x0, x1 = box
+    x = x.clone()
+    x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
+    return x, target
+
+
+def soft_cross_entropy(logits, target):
+    return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+# -----------------------------------------------------------------------------
+# evaluation: single-view val each epoch; multi-view test (softmax averaged over clips × crops) at the end
+
+
+def average_views(logits, n_views):
+    """(B·V, K) logits of V views per video, video-major -> (B, K) softmax scores averaged over each video's views."""
+    return logits.float().softmax(dim=-1).view(-1, n_views, logits.shape[-1]).mean(dim=1)
+
+
+@torch.no_grad()
+def predict(model, loader, device, amp, world, chunk=64):
+    """Scores of every video of the loader's dataset: (indices, scores (n, K), labels), each video once, sorted by
+    index. Under DDP each rank scores its share; the shares are gathered and the sampler's padding removed by index."""
+    model.eval()
+    idx, scores, labels, n_bad = [], [], [], 0
+    for batch in loader:
+        x = batch['x']                                                    # (B, 3, T, H, W) or (B, V, 3, T, H, W)
+        V = x.shape[1] if x.ndim == 6 else 1
+        x = x.flatten(0, 1) if x.ndim == 6 else x                        # (B·V, 3, T, H, W), video-major
+        with autocast(device, amp):
+            logits = torch.cat([model(normalize(c.to(device, non_blocking=True))) for c in x.split(chunk)])
+        scores.append(average_views(logits, V).cpu())
+        idx.append(batch['index'])
+        labels.append(batch['label'])
+        n_bad += len(batch['bad'])
+    part = (torch.cat(idx), torch.cat(scores), torch.cat(labels), n_bad)
+    parts = [part]
+    if world > 1:
+        parts = [None] * world
+        torch.distributed.all_gather_object(parts, part)
+    seen = {}
+    for i, s, lab, _ in parts:
+        for j in range(len(i)):
+            seen.setdefault(int(i[j]), (s[j], int(lab[j])))
+    keys = sorted(seen)
+    n_bad = sum(p[3] for p in parts)
+    if n_bad:
+        print0(f'warning: {n_bad} bad videos in evaluation (replaced, so {len(keys)} distinct videos scored)')
+    return torch.tensor(keys), torch.stack([seen[k][0] for k in keys]), torch.tensor([seen[k][1] for k in keys])
+
+
+def metrics(scores, labels, num_classes):
+    """top-1 / top-5 accuracy (%), mean negative log-likelihood of the averaged scores, confusion matrix (true, pred)."""
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    nll = -scores.gather(1, labels[:, None]).clamp(min=1e-12).log().mean()
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    conf.index_put_((labels, top[:, 0]), torch.ones_like(labels), accumulate=True)
+    return dict(top1=100 * hit[:, 0].double().mean().item(), top5=100 * hit.any(1).double().mean().item(),
+                nll=nll.item(), n_videos=len(labels)), conf
+
+
+def save_confusion(conf, path, px=512):
+    """Row-normalised confusion matrix as a PNG (true class down, predicted across; viridis), cv2 only."""
+    rows = conf.double() / conf.sum(1, keepdim=True).clamp(min=1)
+    K = conf.shape[0]
+    img = cv2.resize((rows.numpy() * 255).astype(np.uint8), (K * max(1, px // K),) * 2, interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(path, cv2.applyColorMap(img, cv2.COLORMAP_VIRIDIS))
+
+
+def run_test(args, fwd, samples, classes, cfg, device, rank, world):
+    """Full multi-view test [paper]: test_clips × test_crops views per video, softmax averaged. Prints top-1/top-5;
+    rank 0 writes <out>/test_results.json (with per-class accuracy) and <out>/confusion.png."""
+    ds = DATASETS.get(args.data, DATASETS['list'])
+    loader = make_loader(dataset(args, cfg, samples, 'test'), max(1, args.batch_size // 2), args.workers,
+                         shuffle=False, seed=args.seed, rank=rank, world=world, drop_last=False)
+    _, scores, labels = predict(fwd, loader, device, args.amp, world)
+    res, conf = metrics(scores, labels, len(classes))
+    res['views'] = f"{ds['test_clips']}x{ds['test_crops']}"
+    print0(f"test ({res['views']} views, {res['n_videos']} videos): top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}")
+    if rank == 0:
+        per_class = (conf.diag().double() / conf.sum(1).clamp(min=1)).tolist()
+        res_all = dict(res, per_class={c: (100 * a if conf[k].sum() else None)
+                                       for k, (c, a) in enumerate(zip(classes, per_class))},
+                       confusion=conf.tolist(), data=args.data,
+                       checkpoint=args.init if args.eval_only else os.path.join(args.out, 'ckpt.pt'))
+        with open(os.path.join(args.out, 'test_results.json'), 'w') as fh:
+            json.dump(res_all, fh, indent=1)
+        save_confusion(conf, os.path.join(args.out, 'confusion.png'))
+    return res
+
+
+def dataset(args, cfg, samples, mode):
+    """[VideoMAE] finetuning sampling (SSv2 segments, else dense at the dataset's stride), RandAugment + random
+    erasing in training (none for a linear probe, as MAE's), flip per dataset (never SSv2)."""
+    ds, probe = DATASETS.get(args.data, DATASETS['list']), args.linear_probe
+    return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=ds['stride'], sampling=ds['finetune_sampling'],
+                        img_size=cfg.img_size, flip=ds['flip'], test_clips=ds['test_clips'], test_crops=ds['test_crops'],
+                        rand_aug=not probe, erase_p=0.0 if probe else 0.25)
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def main(argv=None):
+    args = get_args(argv)
+    if args.gpus > 1 and 'RANK' not in os.environ:
+        return launch(main, argv, args.gpus)
+    rank, world, device = init_distributed(args.device)
+    samples, classes = load_split(args.data, args.data_root, 'train')
+    val_samples, _ = load_split(args.data, args.data_root, 'val')
+    os.makedirs(args.out, exist_ok=True)
+    K = len(classes)
+    torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
+
+    state = load_resume(args.out) if args.resume and not args.eval_only else None
+    if args.eval_only:
+        args.init = args.init or os.path.join(args.out, 'ckpt.pt')
+    ck = state or (read_init(args.init) if args.init else {})
+    raw, cfg, probe = build_model(args, K, ck, resume=state is not None)
+    raw = raw.to(device)
+    compile_ = device.type == 'cuda' if args.compile is None else args.compile
+    fwd = torch.compile(raw) if compile_ else raw                       # compile the raw model, then DDP
+    val_loader = make_loader(dataset(args, cfg, val_samples, 'val'), args.batch_size, args.workers, shuffle=False,
+                             seed=args.seed, rank=rank, world=world, drop_last=False)
+
+    def validate():
+        _, scores, labels = predict(fwd, val_loader, device, args.amp, world)
+        return metrics(scores, labels, K)[0]
+
+    if args.eval_only:
+        val = validate()
+        print0(f"val (1 view, {val['n_videos']} videos): top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
+        test = run_test(args, fwd, val_samples, classes, cfg, device, rank, world)
+        if world > 1:
+            torch.distributed.destroy_process_group()
+        return dict(val=val, test=test)
+
+    model = fwd
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == 'cuda' else None)
+    loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
+                         seed=args.seed, rank=rank, world=world)
+    steps_per_epoch = len(loader) // args.accum
+    if steps_per_epoch == 0:
+        raise SystemExit(f'{len(samples)} videos give no full step of {args.batch_size}×{world}×{args.accum} clips')
+    clips_per_step = args.batch_size * world * args.accum
+    lr, min_lr = args.lr * clips_per_step / 256, args.min_lr * clips_per_step / 256
+    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+    opt = build_optimizer(args, raw, lr, device)
+    scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
+
+    step, epoch, it0, n_nan = 0, 0, 0, 0
+    if state is not None:
+        opt.load_state_dict(state['optimizer'])
+        scaler.load_state_dict(state['scaler'])
+        step, epoch, it0, n_nan = state['step'], state['epoch'], state['it'], state['n_nan']
+        print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
+
+    def checkpoint(epoch, it):
+        if rank == 0:
+            save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
+                model=raw.state_dict(), config=asdict(cfg), linear_probe=probe, num_classes=K, classes=list(classes),
+                optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=n_nan,
+                args=vars(args)))
+
+    n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
+    print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
+           f'{clips_per_step} clips, lr {lr:.2e}, {"linear probe" if probe else "finetune"} of '
+           f'{n_train:,} params, {device}, world {world}')
+    log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
+    pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
+    sums, step_loss, nan_run, clips_log, val = 0.0, 0.0, 0, 0, None
+    last_save = t_log = time.time()
+    while epoch < args.epochs:
+        set_train(raw, probe)
+        loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
+        n_bad, n_seen, bad_examples = 0, 0, []
+        for it, batch in enumerate(loader, start=it0):
+            if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
+                break
+            micro = it % args.accum
+            lr_now = lr_at(step, lr, min_lr, warmup, total)
+            for g in opt.param_groups:
+                g['lr'] = lr_now * g['lr_scale']                        # layer-wise decay
+            x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
+            y = batch['label'].to(device, non_blocking=True)
+            n_bad, n_seen, bad_examples = n_bad + len(batch['bad']), n_seen + len(x), bad_examples + batch['bad'][:3]
+            # all randomness of a step (λ, box, drop path, dropout) is a function of (seed, step, micro, rank):
+            # a resumed run continues the same trajectory
+            torch.manual_seed(args.seed * 1_000_003 + (step * args.accum + micro) * 1009 + rank)
+            rng = np.random.default_rng([args.seed, step, micro, rank])
+            lam, box = draw_mix(rng, x.shape[-2], x.shape[-1], args.mixup, args.cutmix)
+            x, target = mix(x, y, K, lam, box, args.smoothing)
+            sync = world == 1 or micro == args.accum - 1
+            with autocast(device, args.amp), (nullcontext() if sync else model.no_sync()):
+                loss = soft_cross_entropy(model(x), target)
+                scaler.scale(loss / args.accum).backward()
+            step_loss = step_loss + loss.detach() / args.accum
+            if not sync:
+                continue
+            if all_finite(step_loss, world):                           # NaN/inf: skip the step, count, stop
+                scaler.step(opt)
+                scaler.update()
+                nan_run = 0
+            else:
+                n_nan, nan_run = n_nan + 1, nan_run + 1
+                print0(f'step {step}: loss is NaN/inf, step skipped ({n_nan} so far)')
+                if nan_run >= 5:
+                    raise SystemExit(f'loss NaN/inf for {nan_run} steps in a row at step {step}: lower --lr or try --amp bf16')
+            opt.zero_grad(set_to_none=True)
+            sums = sums + step_loss
+            step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
+            pbar.update(1)
+            if step % args.log_every == 0 or step == total:
+                v = sums.reshape(1) / (step % args.log_every or args.log_every)
+                if world > 1:
+                    torch.distributed.all_reduce(v, op=torch.distributed.ReduceOp.AVG)
+                rec = dict(loss=v.item(), step=step, epoch=epoch, lr=lr_now,
+                           clips_per_s=clips_log / (time.time() - t_log), skipped=n_nan)
+                sums, t_log, clips_log = 0.0, time.time(), 0
+                pbar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}", clips_s=f"{rec['clips_per_s']:.3g}")
+                if log:
+                    log.write(json.dumps(rec) + '\n')
+                    log.flush()
+            if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+                checkpoint(epoch, it + 1)
+                last_save = time.time()
+        # end of epoch: bad videos, single-view val, checkpoint
+        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
+        if world > 1:
+            torch.distributed.all_reduce(counts)
+        check_bad_share(int(counts[0]), int(counts[1]), args.max_bad_share, bad_examples)
+        val = validate()
+        if log:
+            pbar.write(f"epoch {epoch}: val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
+            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=int(counts[0]), clips=int(counts[1]),
+                                      **{f'val_{k}': v for k, v in val.items()})) + '\n')
+            log.flush()
+        epoch, it0 = epoch + 1, 0
+        checkpoint(epoch, 0)
+        last_save = time.time()
+    pbar.close()
+    test = run_test(args, fwd, val_samples, classes, cfg, device, rank, world)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')
+    return dict(val=val, test=test)
+
+
+if __name__ == '__main__':
+    main()
