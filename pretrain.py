@@ -41,7 +41,7 @@ DEFAULTS = dict(repeat=1, log_every=50, vis_every=20)  # where a recipe is silen
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a('--data', default='demo', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: embedded default)')
+    a('--data', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: demo; k400 sizes with --bench)')
     a('--data-root', default=None, help='dataset folder in its published layout (see README)')
     a('--model', choices=list(PRESETS), help='model size (recipe: base; demo: tiny)')
     a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 32)')
@@ -73,6 +73,7 @@ def get_args(argv=None):
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 1)')
     a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
     args = p.parse_args(argv)
+    args.data = args.data or ('k400' if args.bench else 'demo')
     preset = args.data if args.data in RECIPES else 'k400'
     for k, v in {**DEFAULTS, **RECIPES[preset]}.items():
         if getattr(args, k) is None:
