@@ -343,6 +343,8 @@ class MotionMAE(nn.Module):
             raise ValueError('time_weight > 0 needs x_next (the +motion_gap partner frames)')
         if mask is None:
             mask, n_hid = self.draw_mask(B, x.device), num_hidden(self.cfg)   # static count: compiles
+        elif torch.compiler.is_compiling():
+            n_hid = num_hidden(self.cfg)                                   # static: a mask drawn for this config
         else:
             n_hid = int(mask[0].sum())
             if not (mask.sum(dim=1) == n_hid).all():
