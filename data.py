@@ -779,11 +779,44 @@ def autocast(device, amp):
 
 
 def all_finite(loss, world):
-    """True when the loss is finite on every rank (all ranks must agree to skip a step)."""
+    """True when the loss is finite on every rank (all ranks must agree to skip a step); one device sync."""
     ok = torch.isfinite(loss.detach()).float()
     if world > 1:
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
     return bool(ok.item())
+
+
+def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, params=None):
+    """Step, unless the step's loss is NaN/inf on some rank: then skip it, count it in nan ({'total', 'run'})
+    and stop after 5 in a row. Gradients are zeroed either way."""
+    if all_finite(loss, world):
+        if clip_grad:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        scaler.step(opt)
+        scaler.update()
+        nan['run'] = 0
+    else:
+        nan['total'], nan['run'] = nan['total'] + 1, nan['run'] + 1
+        print0(f"step {step}: loss is NaN/inf, step skipped ({nan['total']} so far)")
+        if nan['run'] >= 5:
+            raise SystemExit(f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad '
+                             f'or try --amp bf16')
+    opt.zero_grad(set_to_none=True)
+
+
+def log_record(log, sums, n, world, **extra):
+    """Average loss tensors summed over n steps (and over ranks; .item() happens only here), append one JSON
+    line to log (rank 0; None elsewhere) and return the record."""
+    keys = sorted(sums)
+    vals = torch.stack([sums[k] for k in keys]).float() / max(n, 1)
+    if world > 1:
+        torch.distributed.all_reduce(vals, op=torch.distributed.ReduceOp.AVG)
+    rec = dict(zip(keys, vals.tolist()), **extra)
+    if log:
+        log.write(json.dumps(rec) + '\n')
+        log.flush()
+    return rec
 
 
 def save_checkpoint(path, state):

@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (DATASETS, VideoDataset, all_finite, autocast, check_bad_share, init_distributed, launch,
-                  load_resume, load_split, lr_at, make_loader, make_optimizer, normalize, print0, save_checkpoint)
+from data import (DATASETS, VideoDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
+                  load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
+                  save_checkpoint)
 from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -330,18 +331,18 @@ def main(argv=None):
     opt = build_optimizer(args, raw, lr, device)
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
 
-    step, epoch, it0, n_nan = 0, 0, 0, 0
+    step, epoch, it0, nan = 0, 0, 0, {'total': 0, 'run': 0}
     if state is not None:
         opt.load_state_dict(state['optimizer'])
         scaler.load_state_dict(state['scaler'])
-        step, epoch, it0, n_nan = state['step'], state['epoch'], state['it'], state['n_nan']
+        step, epoch, it0, nan['total'] = state['step'], state['epoch'], state['it'], state['n_nan']
         print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
 
     def checkpoint(epoch, it):
         if rank == 0:
             save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
                 model=raw.state_dict(), config=asdict(cfg), linear_probe=probe, num_classes=K, classes=list(classes),
-                optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=n_nan,
+                optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=nan['total'],
                 args=vars(args)))
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
@@ -350,7 +351,7 @@ def main(argv=None):
            f'{n_train:,} params, {device}, world {world}')
     log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
     pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-    sums, step_loss, nan_run, clips_log, val = 0.0, 0.0, 0, 0, None
+    sums, step_loss, clips_log, val, last_log = 0.0, 0.0, 0, None, step
     last_save = t_log = time.time()
     while epoch < args.epochs:
         set_train(raw, probe)
@@ -379,30 +380,15 @@ def main(argv=None):
             step_loss = step_loss + loss.detach() / args.accum
             if not sync:
                 continue
-            if all_finite(step_loss, world):                           # NaN/inf: skip the step, count, stop
-                scaler.step(opt)
-                scaler.update()
-                nan_run = 0
-            else:
-                n_nan, nan_run = n_nan + 1, nan_run + 1
-                print0(f'step {step}: loss is NaN/inf, step skipped ({n_nan} so far)')
-                if nan_run >= 5:
-                    raise SystemExit(f'loss NaN/inf for {nan_run} steps in a row at step {step}: lower --lr or try --amp bf16')
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(opt, scaler, step_loss, world, nan, step)
             sums = sums + step_loss
             step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
             pbar.update(1)
             if step % args.log_every == 0 or step == total:
-                v = sums.reshape(1) / (step % args.log_every or args.log_every)
-                if world > 1:
-                    torch.distributed.all_reduce(v, op=torch.distributed.ReduceOp.AVG)
-                rec = dict(loss=v.item(), step=step, epoch=epoch, lr=lr_now,
-                           clips_per_s=clips_log / (time.time() - t_log), skipped=n_nan)
-                sums, t_log, clips_log = 0.0, time.time(), 0
+                rec = log_record(log, {'loss': sums}, step - last_log, world, step=step, epoch=epoch, lr=lr_now,
+                                 clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
+                sums, t_log, clips_log, last_log = 0.0, time.time(), 0, step
                 pbar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}", clips_s=f"{rec['clips_per_s']:.3g}")
-                if log:
-                    log.write(json.dumps(rec) + '\n')
-                    log.flush()
             if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()

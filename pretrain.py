@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (DATASETS, PretrainDataset, all_finite, autocast, check_bad_share, init_distributed, launch,
-                  load_resume, load_split, lr_at, make_loader, make_optimizer, normalize, print0, save_checkpoint)
+from data import (DATASETS, PretrainDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
+                  load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
+                  save_checkpoint)
 from model import PRESETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify, unnormalize, unpatchify
 
 # -----------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def main(argv=None):
     opt = make_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
 
-    step, epoch, it0, n_nan = 0, 0, 0, 0
+    step, epoch, it0, nan = 0, 0, 0, {'total': 0, 'run': 0}
     state = load_resume(args.out) if args.resume else None
     if state is not None:
         if state['config'] != asdict(cfg):
@@ -138,23 +139,22 @@ def main(argv=None):
         raw.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         scaler.load_state_dict(state['scaler'])
-        step, epoch, it0, n_nan = state['step'], state['epoch'], state['it'], state['n_nan']
+        step, epoch, it0, nan['total'] = state['step'], state['epoch'], state['it'], state['n_nan']
         print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
 
     def checkpoint(epoch, it):
         if rank == 0:
             save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
                 model=raw.state_dict(), config=asdict(cfg), optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                step=step, epoch=epoch, it=it, n_nan=n_nan, args=vars(args)))
+                step=step, epoch=epoch, it=it, n_nan=nan['total'], args=vars(args)))
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}')
     log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
     pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-    B, T = args.batch_size, cfg.num_frames
-    sums, step_loss, nan_run, vis = {}, 0.0, 0, None
+    B = args.batch_size
+    sums, step_loss, vis, clips_log, last_log = {}, 0.0, None, 0, step
     last_save = t_log = time.time()
-    clips_log = 0
     while epoch < args.epochs:
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
         n_bad, n_seen, bad_examples = 0, 0, []
@@ -181,33 +181,14 @@ def main(argv=None):
             vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone())
             if not sync:
                 continue
-            if all_finite(step_loss, world):                           # NaN/inf: skip the step, count, stop
-                if args.clip_grad:
-                    scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(raw.parameters(), args.clip_grad)
-                scaler.step(opt)
-                scaler.update()
-                nan_run = 0
-            else:
-                n_nan, nan_run = n_nan + 1, nan_run + 1
-                print0(f'step {step}: loss is NaN/inf, step skipped ({n_nan} so far)')
-                if nan_run >= 5:
-                    raise SystemExit(f'loss NaN/inf for {nan_run} steps in a row at step {step}: lower --lr, '
-                                     f'set --clip-grad or try --amp bf16')
-            opt.zero_grad(set_to_none=True)
+            optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, raw.parameters())
             step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
             pbar.update(1)
             if step % args.log_every == 0 or step == total:
-                vals = torch.stack([sums[k] for k in sorted(sums)]) / args.log_every
-                if world > 1:
-                    torch.distributed.all_reduce(vals, op=torch.distributed.ReduceOp.AVG)
-                rec = dict(zip(sorted(sums), vals.tolist()), step=step, epoch=epoch,
-                           lr=opt.param_groups[0]['lr'], clips_per_s=clips_log / (time.time() - t_log), skipped=n_nan)
-                sums, t_log, clips_log = {}, time.time(), 0
+                rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=opt.param_groups[0]['lr'],
+                                 clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
+                sums, t_log, clips_log, last_log = {}, time.time(), 0, step
                 pbar.set_postfix({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
-                if log:
-                    log.write(json.dumps(rec) + '\n')
-                    log.flush()
             if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
