@@ -826,6 +826,21 @@ def save_checkpoint(path, state):
     os.replace(tmp, path)
 
 
+def train_state(opt, scaler, step, epoch, it, nan):
+    """What a checkpoint needs, besides the model, to continue the same trajectory."""
+    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=nan['total'])
+
+
+def restore(state, opt, scaler, out):
+    """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, it, nan counters."""
+    if state is None:
+        return 0, 0, 0, {'total': 0, 'run': 0}
+    opt.load_state_dict(state['optimizer'])
+    scaler.load_state_dict(state['scaler'])
+    print0(f"resumed from {out}/ckpt.pt at epoch {state['epoch']}, step {state['step']}")
+    return state['step'], state['epoch'], state['it'], {'total': state['n_nan'], 'run': 0}
+
+
 def load_resume(out):
     """The newest checkpoint in `out` (ckpt.pt), loaded with weights_only=True, or None."""
     path = os.path.join(out, 'ckpt.pt')

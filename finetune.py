@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data import (DATASETS, VideoDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
                   load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  save_checkpoint)
+                  restore, save_checkpoint, train_state)
 from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -331,19 +331,13 @@ def main(argv=None):
     opt = build_optimizer(args, raw, lr, device)
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
 
-    step, epoch, it0, nan = 0, 0, 0, {'total': 0, 'run': 0}
-    if state is not None:
-        opt.load_state_dict(state['optimizer'])
-        scaler.load_state_dict(state['scaler'])
-        step, epoch, it0, nan['total'] = state['step'], state['epoch'], state['it'], state['n_nan']
-        print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
+    step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
     def checkpoint(epoch, it):
         if rank == 0:
             save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
                 model=raw.state_dict(), config=asdict(cfg), linear_probe=probe, num_classes=K, classes=list(classes),
-                optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=nan['total'],
-                args=vars(args)))
+                **train_state(opt, scaler, step, epoch, it, nan), args=vars(args)))
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '

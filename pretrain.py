@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data import (DATASETS, PretrainDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
                   load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  save_checkpoint)
+                  restore, save_checkpoint, train_state)
 from model import PRESETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify, unnormalize, unpatchify
 
 # -----------------------------------------------------------------------------
@@ -131,22 +131,18 @@ def main(argv=None):
     opt = make_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), device)
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
 
-    step, epoch, it0, nan = 0, 0, 0, {'total': 0, 'run': 0}
     state = load_resume(args.out) if args.resume else None
     if state is not None:
         if state['config'] != asdict(cfg):
             raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config; use another --out or --no-resume')
         raw.load_state_dict(state['model'])
-        opt.load_state_dict(state['optimizer'])
-        scaler.load_state_dict(state['scaler'])
-        step, epoch, it0, nan['total'] = state['step'], state['epoch'], state['it'], state['n_nan']
-        print0(f'resumed from {args.out}/ckpt.pt at epoch {epoch}, step {step}')
+    step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
     def checkpoint(epoch, it):
         if rank == 0:
             save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
-                model=raw.state_dict(), config=asdict(cfg), optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                step=step, epoch=epoch, it=it, n_nan=nan['total'], args=vars(args)))
+                model=raw.state_dict(), config=asdict(cfg), **train_state(opt, scaler, step, epoch, it, nan),
+                args=vars(args)))
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}')
