@@ -39,7 +39,7 @@ DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; dem
     'k400': (4, True, 5, 3, 'dense', 224, 400),
     'ucf101': (4, True, 10, 3, 'dense', 224, 101),
     'list': (4, True, 5, 3, 'dense', 224, None),  # any list:<file>; classes come from the file
-    # demo: 64 px gives the CPU model (16/2)*4*4 = 128 tokens; no flip: the classes are directions
+    # demo: 64 px with the tiny model's 8-px patches: (16/2)*8*8 = 512 tokens; no flip: the classes are directions
     'demo': (2, False, 2, 3, 'segment', 64, 8)}.items()}
 
 
@@ -278,12 +278,18 @@ def _erase(x, rng, p):
 _WARNED = set()
 
 
-def check_bad_share(n_bad, n_seen, max_share, examples):
-    """Stop with a message naming examples when more than max_share of the n_seen items (videos drawn) were bad.
-    Call it at the end of an epoch: a few early failures are no share."""
+def check_bad_share(n_bad, n_seen, max_share, examples, world=1, device='cpu'):
+    """Stop with a message naming examples when more than max_share of the n_seen items (videos drawn; summed over
+    the world's ranks) were bad; else -> (n_bad, n_seen) totals. Call it at the end of an epoch: a few early failures
+    are no share."""
+    if world > 1:
+        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(counts)
+        n_bad, n_seen = int(counts[0]), int(counts[1])
     if n_seen and n_bad / n_seen > max_share:
         raise SystemExit(f'{n_bad} of {n_seen} videos ({n_bad / n_seen:.1%}) failed to load, more than the allowed '
                          f'{max_share:.1%}; e.g. {", ".join(list(examples)[:5])}. Run `python data.py check`.')
+    return n_bad, n_seen
 
 
 class _Videos(torch.utils.data.Dataset):
@@ -731,6 +737,18 @@ def init_distributed(device):
         torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
                                              device_id=dev if device == 'cuda' else None)
     return rank, world, dev
+
+
+def run_args(a):
+    """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
+    a('--workers', type=int, help='data loader processes per GPU')
+    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
+    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
+    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
+    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
+    a('--seed', type=int, default=0)
+    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
+    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
 
 
 def print0(*a, **kw):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from data import (DATASETS, VideoDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
                   load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  restore, save_checkpoint, train_state)
+                  restore, run_args, save_checkpoint, train_state)
 from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -74,15 +74,8 @@ def get_args(argv=None):
     a('--smoothing', type=float, help='label smoothing (VideoMAE: 0.1)')
     a('--linear-probe', action='store_true', help='frozen encoder, BatchNorm + linear head (MAE protocol)')
     a('--eval-only', action='store_true', help='single-view val + multi-view test of --init (default <out>/ckpt.pt)')
-    a('--workers', type=int, help='data loader processes per GPU')
-    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
-    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
-    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
-    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
     a('--out', default='out/finetune', help='checkpoint, log.jsonl, test_results.json, confusion.png')
-    a('--seed', type=int, default=0)
-    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
-    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     args = p.parse_args(argv)
     preset = args.data if args.data in RECIPES else 'k400'
@@ -387,14 +380,11 @@ def main(argv=None):
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
         # end of epoch: bad videos, single-view val, checkpoint
-        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
-        if world > 1:
-            torch.distributed.all_reduce(counts)
-        check_bad_share(int(counts[0]), int(counts[1]), args.max_bad_share, bad_examples)
+        n_bad, n_seen = check_bad_share(n_bad, n_seen, args.max_bad_share, bad_examples, world, device)
         val = validate()
         if log:
             pbar.write(f"epoch {epoch}: val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
-            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=int(counts[0]), clips=int(counts[1]),
+            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=n_bad, clips=n_seen,
                                       **{f'val_{k}': v for k, v in val.items()})) + '\n')
             log.flush()
         epoch, it0 = epoch + 1, 0

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from data import (DATASETS, PretrainDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
                   load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  restore, save_checkpoint, train_state)
+                  restore, run_args, save_checkpoint, train_state)
 from model import PRESETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify, unnormalize, unpatchify
 
 # -----------------------------------------------------------------------------
@@ -62,16 +62,9 @@ def get_args(argv=None):
     a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
     a('--motion-norm', default='patch', choices=['patch', 'none'], help='ours: patch')
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1; demo 2)')
-    a('--workers', type=int, help='data loader processes per GPU')
-    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
-    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
-    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
-    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
-    a('--seed', type=int, default=0)
+    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
-    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
-    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 5)')
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 1)')
     a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
@@ -189,13 +182,10 @@ def main(argv=None):
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
         # end of epoch: bad videos, checkpoint, pictures
-        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
-        if world > 1:
-            torch.distributed.all_reduce(counts)
+        n_bad, n_seen = check_bad_share(n_bad, n_seen, args.max_bad_share, bad_examples, world, device)
         if log:
-            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=int(counts[0]), videos=int(counts[1]))) + '\n')
+            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=n_bad, videos=n_seen)) + '\n')
             log.flush()
-        check_bad_share(int(counts[0]), int(counts[1]), args.max_bad_share, bad_examples)
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
         last_save = time.time()
