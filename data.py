@@ -278,10 +278,10 @@ def _erase(x, rng, p):
 _WARNED = set()
 
 
-def check_bad_share(n_bad, n_seen, max_share, examples, world=1, device='cpu'):
-    """Stop with a message naming examples when more than max_share of the n_seen items (videos drawn; summed over
-    the world's ranks) were bad; else -> (n_bad, n_seen) totals. Call it at the end of an epoch: a few early failures
-    are no share."""
+def check_bad_share(n_bad, n_seen, max_share=0.1, examples=(), world=1, device='cpu'):
+    """Stop with a message naming examples when more than max_share (ours: 10%) of the n_seen items (videos drawn;
+    summed over the world's ranks) were bad; else -> (n_bad, n_seen) totals. Call it at the end of an epoch: a few
+    early failures are no share."""
     if world > 1:
         counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(counts)
@@ -749,6 +749,12 @@ def run_args(a):
     a('--seed', type=int, default=0)
     a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
     a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+
+
+def sync(device):
+    """Wait for the device's queued work (CUDA), for timing."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
 
 
 def print0(*a, **kw):

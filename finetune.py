@@ -85,7 +85,6 @@ def get_args(argv=None):
             setattr(args, k, v)
     if args.init is None and args.data == 'demo' and not args.eval_only:
         args.init = 'out/ckpt.pt' if os.path.exists('out/ckpt.pt') else ''
-    args.max_bad_share = 0.1  # [ours] stop when more than 10% of the videos fail to decode
     return args
 
 # -----------------------------------------------------------------------------
@@ -381,7 +380,7 @@ def main(argv=None):
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
         # end of epoch: bad videos, single-view val, checkpoint
-        n_bad, n_seen = check_bad_share(n_bad, n_seen, args.max_bad_share, bad_examples, world, device)
+        n_bad, n_seen = check_bad_share(n_bad, n_seen, examples=bad_examples, world=world, device=device)
         val = validate()
         if log:
             pbar.write(f"epoch {epoch}: val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")

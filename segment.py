@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import ensure_demo, read_palette_png, write_palette_png
+from data import ensure_demo, read_palette_png, sync, write_palette_png
 from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------
@@ -261,11 +261,6 @@ def labels_to_mask(lab, patch, size):
     return cv2.resize(ids, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)  # = PIL NEAREST, as DINO
 
 
-def sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def segment_sequence(clf, davis_root, seq, out_dir, args):
     """Propagate frame 0's ground truth through one sequence; write palette PNGs named like the ground
     truth. Returns (seconds of features, seconds of propagation, frames)."""
@@ -280,10 +275,10 @@ def segment_sequence(clf, davis_root, seq, out_dir, args):
     t0 = time.time()
     feats = [frame_features(clf, read_frame(path, hw, (H, W)), args.feature_norm)
              for path in tqdm(frames, desc=seq, leave=False)]                            # T x (h, w, D)
-    sync()
+    sync(args.device)
     t1 = time.time()
     soft = propagate(feats, first.to(feats[0].device), args.n_context, args.radius, args.topk, args.tau)
-    sync()
+    sync(args.device)
     t2 = time.time()
     os.makedirs(os.path.join(out_dir, seq), exist_ok=True)
     for path, m in zip(masks, [gt0] + [labels_to_mask(s, p, (H, W)) for s in soft]):
