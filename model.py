@@ -53,7 +53,7 @@ class ModelConfig:
     mask_type: str = 'tube'       # 'tube' | 'random'
     decoder: str = 'separate'     # [paper] 'separate' (two decoders) | 'shared' (one trunk, two heads)
     time_weight: float = 1.0      # λ [paper]; 0 = no time branch = VideoMAE
-    motion_norm: str = 'patch'    # [ours] normalise the motion target per tubelet like pixels | 'none'
+    motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'
     learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
 
@@ -166,11 +166,24 @@ def space_target(cfg, x, x_next=None):
     return normalize_patches(patchify(unnormalize(x), cfg.tubelet_size, cfg.patch_size))
 
 
+MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise of still pixels in real video
+
+
+def normalize_clip(m, C=3):
+    """Per clip and channel: divide by (root mean square over all tokens + MOTION_FLOOR); no mean removed."""
+    B, N, K = m.shape
+    v = m.reshape(B, N, K // C, C)
+    return (v / (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)).reshape(B, N, K)
+
+
 def time_target(cfg, x, x_next):
-    """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels; normalised per
-    tubelet the same way with motion_norm='patch' [ours], raw with 'none'. -> (B, N, K)"""
+    """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels. -> (B, N, K)
+    Normalisation [ours], motion_norm: 'clip' (default) one scale per clip and channel, so still and near-still
+    tubelets stay near 0 instead of lifting codec noise to unit variance as 'patch' (per tubelet, like pixels)
+    does: on real Kinetics clips 'patch' puts about half of the target's energy on tubelets whose raw difference
+    std is under 2 grey levels, 'clip' under 1% (README); 'none' the raw difference."""
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
-    return normalize_patches(m) if cfg.motion_norm == 'patch' else m
+    return {'clip': normalize_clip, 'patch': normalize_patches, 'none': lambda v: v}[cfg.motion_norm](m)
 
 
 # a new pretext task = one target function + one entry here (and its weight in the config)
@@ -318,7 +331,7 @@ class MotionMAE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         assert cfg.mask_type in ('tube', 'random') and cfg.decoder in ('separate', 'shared')
-        assert cfg.motion_norm in ('patch', 'none')
+        assert cfg.motion_norm in ('clip', 'patch', 'none')
         self.cfg = cfg
         self.weights = target_weights(cfg)                                 # {'space': 1, 'time': λ}
         self.encoder = Encoder(cfg)
