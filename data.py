@@ -33,14 +33,15 @@ cv2.setNumThreads(1)
 
 # --- presets and normalisation
 
-_KEYS = ('stride', 'flip', 'test_clips', 'test_crops', 'finetune_sampling', 'img_size', 'num_classes')
+_KEYS = ('stride', 'flip', 'test_clips', 'test_crops', 'finetune_sampling', 'img_size', 'num_frames', 'num_classes')
 DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; demo [ours]
-    'ssv2': (2, False, 2, 3, 'segment', 224, 174),  # no flip: labels say "left" and "right"
-    'k400': (4, True, 5, 3, 'dense', 224, 400),
-    'ucf101': (4, True, 10, 3, 'dense', 224, 101),
-    'list': (4, True, 5, 3, 'dense', 224, None),  # any list:<file>; classes come from the file
-    # demo: 64 px with the tiny model's 8-px patches: (16/2)*8*8 = 512 tokens; no flip: the classes are directions
-    'demo': (2, False, 2, 3, 'segment', 64, 8)}.items()}
+    'ssv2': (2, False, 2, 3, 'segment', 224, 16, 174),  # no flip: labels say "left" and "right"
+    'k400': (4, True, 5, 3, 'dense', 224, 16, 400),
+    'ucf101': (4, True, 10, 3, 'dense', 224, 16, 101),
+    'list': (4, True, 5, 3, 'dense', 224, 16, None),  # any list:<file>; classes come from the file
+    # demo: 32 px, 8 frames with the tiny model's 8-px patches: (8/2)*4*4 = 64 tokens; dense sampling at the
+    # pretraining stride (finetuning sees the motion pretraining saw); no flip: the classes are directions
+    'demo': (2, False, 2, 3, 'dense', 32, 8, 8)}.items()}
 
 
 def normalize(x):
@@ -407,37 +408,51 @@ DEMO_CLASSES = {  # template -> (dx, dy, turn, zoom): what moves, which way (tur
     'Moving [something] up': (0, -1, 0, 0), 'Moving [something] down': (0, 1, 0, 0),
     'Turning [something] clockwise': (0, 0, -1, 0), 'Turning [something] counterclockwise': (0, 0, 1, 0),
     'Moving [something] closer': (0, 0, 0, 1), 'Moving [something] away': (0, 0, 0, -1)}
-# W x H, frames, fps [ours]: small for a CPU model; 36 frames hold a 16 x 2 clip with its +1 partners and still
-# leave a random start; 12 fps as SSv2. 40 + 10 videos per class: ~15 s to generate, minutes to train on a CPU
-DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (80, 64), 36, 12
+# W x H, frames, fps [ours]: sized for a tiny model on 2 CPU cores (32 px crops, 8 frames at stride 2 with their
+# +1 partners fit 24 frames with a random start); 12 fps as SSv2; 80 + 10 videos per class, seconds to generate
+DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (40, 32), 24, 12
 
 
-def _texture(rng, H, W, contrast=1.0):
-    """Stripes, checks or smooth blobs in two random colours, plus grain: float32 (H, W, 3)."""
-    yy, xx = np.mgrid[:H, :W].astype(np.float32)
-    kind, c = rng.integers(3), rng.integers(0, 256, (2, 3)).astype(np.float32)
-    if kind == 0:
-        angle, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
-        w = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period) > 0
-    else:
-        w = (xx // rng.integers(3, 9) + yy // rng.integers(3, 9)) % 2 if kind == 1 else cv2.resize(
-            rng.random((3, 3), np.float32), (W, H), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    w = np.float32(w)[..., None] * contrast
-    return np.clip(c[0] * w + c[1] * (1 - w) + (c[0] - c[1]) * (1 - contrast) / 2 + rng.normal(0, 6, (H, W, 3)), 0,
-                   255).astype(np.float32)
+def _colours(rng, n=2, apart=120):
+    """n random RGB colours, the first two at least `apart` apart (so every pattern has contrast): float32 (n, 3)."""
+    while True:
+        c = rng.integers(0, 256, (n, 3)).astype(np.float32)
+        if np.linalg.norm(c[0] - c[1]) >= apart:
+            return c
+
+
+def _texture(rng, H, W):
+    """A smooth two-colour background at full contrast: a linear ramp in a random direction plus 0-2 broad soft
+    blobs; no grain, nothing finer than about a third of the image. Most patches then share one normalised pattern
+    (the ramp), the foothold from which masked reconstruction starts to learn in a few hundred steps; on a field
+    without one (random smooth blobs) it stayed at predicting 0 for 750 steps (README) [ours]."""
+    yy, xx = (np.mgrid[:H, :W].astype(np.float32) - np.float32([[[H / 2]], [[W / 2]]])) / max(H, W)
+    angle = rng.uniform(0, 2 * np.pi)
+    w = xx * np.cos(angle) + yy * np.sin(angle)
+    for _ in range(rng.integers(3)):
+        (bx, by), s = rng.uniform(-.5, .5, 2), rng.uniform(.15, .3)
+        w = w + rng.uniform(-.6, .6) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * s * s))
+    w = ((w - w.min()) / (w.max() - w.min() + 1e-6))[..., None]
+    c = _colours(rng)
+    return c[0] * w + c[1] * (1 - w)
 
 
 def _sprite(rng, S):
-    """A random polygon, star or ellipse (radius < .45 S) with a random texture: ((S, S, 3) float32, (S, S) alpha)."""
-    alpha, kind, k = np.zeros((S, S), np.uint8), rng.integers(3), rng.integers(3, 7)
-    if kind == 2:
-        cv2.ellipse(alpha, (S // 2, S // 2), (int(.44 * S), int(rng.uniform(.22, .38) * S)), 0, 0, 360, 255, -1)
-    else:  # k corners at jittered angles, or a 2k-pointed star
-        n = 2 * k if kind else k
-        a, r = 2 * np.pi * (np.arange(n) + rng.uniform(-.3, .3, n)) / n, .44 * S * (
-            np.tile([1, .45], k) if kind else rng.uniform(.6, 1, k))
+    """A random polygon or ellipse (radius < .46 S) filled with soft stripes (period .5-1 S) of two contrasting colours
+    and an off-centre disc of a third, so that turning is visible: ((S, S, 3) float32, (S, S) alpha)."""
+    alpha, kind = np.zeros((S, S), np.uint8), rng.integers(2)
+    if kind:
+        cv2.ellipse(alpha, (S // 2, S // 2), (int(.46 * S), int(rng.uniform(.28, .40) * S)), 0, 0, 360, 255, -1)
+    else:  # k corners at jittered angles
+        k = rng.integers(3, 7)
+        a, r = 2 * np.pi * (np.arange(k) + rng.uniform(-.25, .25, k)) / k, .46 * S * rng.uniform(.75, 1, k)
         cv2.fillPoly(alpha, [np.int32(np.stack([S / 2 + r * np.cos(a), S / 2 + r * np.sin(a)], 1))], 255)
-    return _texture(rng, S, S), alpha
+    yy, xx = np.mgrid[:S, :S].astype(np.float32) / S - .5
+    angle, period, c = rng.uniform(0, np.pi), rng.uniform(.5, 1), _colours(rng, 3)
+    w = .5 + .5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + rng.uniform(0, 2 * np.pi))
+    rgb = np.ascontiguousarray(c[0] * w[..., None] + c[1] * (1 - w[..., None]))
+    cv2.circle(rgb, (S // 2, int(.72 * S)), int(.1 * S), c[2].tolist(), -1)
+    return rgb, alpha
 
 
 def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
@@ -454,19 +469,24 @@ def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
 
 
 def _demo_video(rng, motion):
-    """The frames of one demo video. Every parameter has the same distribution in every class at a random frame
-    (positions wrap around the borders, angles are uniform, a still size is the zoom classes' size at a random
-    frame), so one frame cannot tell the class; the motion can."""
+    """The frames of one demo video: a still smooth background and one large striped object (about half the frame
+    high) moving 1-2 px, turning 6-12 degrees or scaling 3-5% a frame, drawn at twice the size and area-averaged.
+    Every parameter has the same distribution in every class at a random frame (positions wrap around the borders,
+    angles are uniform, a still size is the zoom classes' size at a random frame), so one frame cannot tell the
+    class; the motion can."""
     (W, H), F, (dx, dy, turn, zoom) = DEMO_SIZE, DEMO_FRAMES, motion
-    bg, (sprite, alpha) = _texture(rng, H, W, 0.4), _sprite(rng, 32)  # a calmer background than the object
+    W2, H2 = 2 * W, 2 * H
+    bg, (sprite, alpha) = _texture(rng, H2, W2), _sprite(rng, H2)
     t = np.arange(F) - (F - 1) / 2  # around the middle frame: the class pairs are time-reverses of each other
-    v, w, k = rng.uniform(.8, 1.6), rng.uniform(5, 10), rng.uniform(.02, .03)  # px, degrees, log-size a frame
-    x, y, a = rng.uniform(0, W) + dx * v * t, rng.uniform(0, H) + dy * v * t, rng.uniform(0, 360) + turn * w * t
-    size = np.exp(rng.uniform(np.log(.6), np.log(.9)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
-    frames = [bg.copy() for _ in range(F)]
-    for i, img in enumerate(frames):
+    v, w, k = 2 * rng.uniform(1, 2), rng.uniform(6, 12), rng.uniform(.03, .05)  # px (at 2x), degrees, log-size
+    x, y, a = rng.uniform(0, W2) + dx * v * t, rng.uniform(0, H2) + dy * v * t, rng.uniform(0, 360) + turn * w * t
+    size = np.exp(rng.uniform(np.log(.5), np.log(.7)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
+    frames = []
+    for i in range(F):
+        img = bg.copy()
         _paste(img, None, sprite, alpha, x[i], y[i], a[i], size[i])
-    return [img.astype(np.uint8) for img in frames]
+        frames.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA).round().clip(0, 255).astype(np.uint8))
+    return frames
 
 
 def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
@@ -476,7 +496,7 @@ def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
     names, f = [f'shapes-{s}' for s in range(seqs)], np.arange(F) / (F - 1)
     for s, name in enumerate(names):
         rng = np.random.default_rng([seed, 1, s])
-        bg, K, objs = _texture(rng, H, W, 0.4), rng.integers(2, 4), []
+        bg, K, objs = _texture(rng, H, W), rng.integers(2, 4), []
         for k in range(K):
             x0, y0 = W * (k + rng.uniform(.3, .7)) / K, H * rng.uniform(.3, .7)  # apart in frame 0
             x1, y1 = rng.uniform(.2, .8, 2) * (W, H)
@@ -497,25 +517,23 @@ def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
         fh.write('\n'.join(names) + '\n')
 
 
-def _write_webm(path, frames):
-    """VP8 in webm. OpenCV prints a harmless "tag 'VP80' is not supported" line per writer straight to fd 2."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 2)
-    try:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'VP80'), DEMO_FPS, frames[0].shape[1::-1])
-    finally:
-        os.dup2(saved, 2), os.close(saved), os.close(null)
+def _write_video(path, frames):
+    """Lossless FFV1 in Matroska, under the SSv2 file name (<id>.webm: WebM is a Matroska profile and FFmpeg reads
+    the container by its content). VP8, the codec OpenCV writes into WebM, turns still pixels into codec noise
+    (README: the time target), so the demo keeps its pixels exact [ours]."""
+    tmp = path + '.mkv'  # OpenCV chooses the container by the file's extension
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'FFV1'), DEMO_FPS, frames[0].shape[1::-1])
     if not writer.isOpened():
-        raise SystemExit(f'this OpenCV cannot write VP8 webm ({path}): the demo needs its FFMPEG backend')
+        raise SystemExit(f'this OpenCV cannot write FFV1 video ({tmp}): the demo needs its FFMPEG backend')
     for frame in frames:
         writer.write(frame)
     writer.release()
+    os.replace(tmp, path)
 
 
 def ensure_demo(root=None, per_class=None, seed=0):
     """Generate the demo dataset in root (default DEMO_ROOT) unless it is there; -> root. Deterministic in seed:
-    per_class (train, val) videos of each class (default (40, 10)) in the SSv2 layout, and the DAVIS layout in
+    per_class (train, val) videos of each class (default (80, 10)) in the SSv2 layout, and the DAVIS layout in
     root/davis. With per_class None an existing demo of any size is used as it is."""
     root = root or DEMO_ROOT
     dist = torch.distributed.is_initialized()
@@ -532,7 +550,7 @@ def ensure_demo(root=None, per_class=None, seed=0):
 def _ensure_demo(root, per_class, seed):
     if per_class is None and os.path.exists(os.path.join(root, 'demo.json')):
         return root
-    per_class = per_class or (40, 10)
+    per_class = per_class or (80, 10)
     stamp, marker = json.dumps({'per_class': list(per_class), 'seed': seed}), os.path.join(root, 'demo.json')
     if os.path.exists(marker) and open(marker).read() == stamp:
         return root
@@ -548,7 +566,7 @@ def _ensure_demo(root, per_class, seed):
                           'template': names[j % C], 'placeholders': ['a shape']} for j in range(count * C)]
         for v in labels[split]:
             frames = _demo_video(np.random.default_rng([seed, 0, int(v['id'])]), DEMO_CLASSES[v['template']])
-            _write_webm(os.path.join(tmp, 'videos', v['id'] + '.webm'), frames)
+            _write_video(os.path.join(tmp, 'videos', v['id'] + '.webm'), frames)
     for name, obj in labels.items():
         with open(os.path.join(tmp, 'labels', f'something-something-v2-{name}.json'), 'w') as fh:
             json.dump(obj, fh, indent=1)
@@ -737,6 +755,13 @@ def init_distributed(device):
         torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
                                              device_id=dev if device == 'cuda' else None)
     return rank, world, dev
+
+
+def cpu_threads(device, workers, world=1):
+    """On CPU, give torch the cores the data workers leave free: each worker is a process with one thread, and torch
+    threads that share a core with a busy worker run several times slower (README: demo step time) [ours]."""
+    if device.type == 'cpu':
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
 
 
 def run_args(a):
