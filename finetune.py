@@ -28,9 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (DATASETS, VideoDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
-                  load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  restore, run_args, save_checkpoint, train_state)
+from data import (DATASETS, VideoDataset, autocast, check_bad_share, cpu_threads, init_distributed, launch,
+                  load_resume, load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step,
+                  print0, restore, run_args, save_checkpoint, train_state)
 from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # -----------------------------------------------------------------------------
@@ -40,14 +40,16 @@ RECIPES = {
     'ssv2': dict(model='base', epochs=50, lr=5e-4, batch_size=8, layer_decay=0.75, workers=10),
     'k400': dict(model='base', epochs=100, lr=1e-3, batch_size=8, layer_decay=0.75, workers=10),
     'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10),
-    # demo [ours]: a few CPU minutes are ~150 steps, too few for mixup/cutmix to pay off: off, and a higher lr
-    'demo': dict(model='tiny', epochs=3, warmup_epochs=1, lr=5e-2, batch_size=8, layer_decay=0.75, workers=1,
+    # demo [ours]: a few CPU minutes are a few hundred steps, too few for mixup/cutmix to pay off: off, and a higher
+    # lr (2e-3 at batch 16); 640 videos / 16 = 40 steps an epoch
+    'demo': dict(model='tiny', epochs=10, warmup_epochs=1, lr=3.2e-2, batch_size=16, layer_decay=0.75, workers=1,
                  mixup=0.0, cutmix=0.0, log_every=10),
 }
 DEFAULTS = dict(warmup_epochs=5, weight_decay=0.05, mixup=0.8, cutmix=1.0, smoothing=0.1, log_every=50)
 # [MAE linear probe] no weight decay, no mixup/cutmix, no label smoothing, no RandAugment/erasing, no layer decay;
 # [ours] AdamW at 1e-3 per 256 clips instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch optimizer)
 PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0)
+PROBE_LR_DEMO = 3.2e-2  # [ours] the demo's few hundred steps: 2e-3 at batch 16
 
 
 def get_args(argv=None):
@@ -80,7 +82,8 @@ def get_args(argv=None):
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     args = p.parse_args(argv)
     preset = args.data if args.data in RECIPES else 'k400'
-    for k, v in {**DEFAULTS, **RECIPES[preset], **(PROBE if args.linear_probe else {})}.items():
+    probe = dict(PROBE, lr=PROBE_LR_DEMO if preset == 'demo' else PROBE['lr']) if args.linear_probe else {}
+    for k, v in {**DEFAULTS, **RECIPES[preset], **probe}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.init is None and args.data == 'demo' and not args.eval_only:
@@ -106,7 +109,8 @@ def build_model(args, num_classes, ck, resume=False):
     if 'config' in ck:
         cfg = ModelConfig(**ck['config'])
     else:
-        cfg = ModelConfig(**PRESETS[args.model], img_size=DATASETS.get(args.data, DATASETS['list'])['img_size'])
+        ds = DATASETS.get(args.data, DATASETS['list'])
+        cfg = ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'])
     probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
     cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path)
     model = VideoClassifier(cfg, num_classes, dropout=0.0 if probe else args.dropout)
@@ -281,6 +285,7 @@ def main(argv=None):
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
     rank, world, device = init_distributed(args.device)
+    cpu_threads(device, args.workers, world)
     samples, classes = load_split(args.data, args.data_root, 'train')
     val_samples, _ = load_split(args.data, args.data_root, 'val')
     os.makedirs(args.out, exist_ok=True)

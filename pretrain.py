@@ -14,6 +14,7 @@ this budget the encoder learns nothing from its targets (README: the paper's cla
 """
 import argparse
 import json
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -24,10 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (DATASETS, PretrainDataset, autocast, check_bad_share, init_distributed, launch, load_resume,
-                  load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step, print0,
-                  restore, run_args, save_checkpoint, sync, train_state)
-from model import PRESETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify, unnormalize, unpatchify
+from data import (DATASETS, PretrainDataset, autocast, check_bad_share, collate, cpu_threads, init_distributed, launch,
+                  load_resume, load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step,
+                  print0, restore, run_args, save_checkpoint, sync, train_state)
+from model import (MOTION_FLOOR, PRESETS, TARGETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify,
+                   unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset (DESIGN §4); 'demo' is ours, sized for 2 CPU cores
@@ -36,8 +38,11 @@ RECIPES = {
     'ssv2': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
     'k400': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
     'ucf101': dict(model='base', epochs=800, warmup_epochs=40, lr=3e-4, batch_size=32, mask_ratio=0.75, workers=10),
-    'demo': dict(model='tiny', epochs=5, warmup_epochs=1, lr=1.6e-2, batch_size=16, mask_ratio=0.9, workers=1,
-                 repeat=2, log_every=5, vis_every=1),
+    # demo [ours]: 640 videos / 32 = 20 steps an epoch, ~0.23 s a step on 2 CPU cores; lr 1.5e-3 after scaling;
+    # mask 0.75 of a 4 x 4 grid (0.9 would leave 2 of 16 positions visible); repeat 1: 32 videos a batch left
+    # predicting 0 at step ~280, 8 videos x 4 clips only at ~700 (README: the demo)
+    'demo': dict(model='tiny', epochs=44, warmup_epochs=1, lr=1.2e-2, batch_size=32, mask_ratio=0.75, workers=1,
+                 log_every=10, vis_every=11),
 }
 DEFAULTS = dict(repeat=1, log_every=50, vis_every=20)  # where a recipe is silent
 
@@ -61,13 +66,15 @@ def get_args(argv=None):
     a('--decoder', default='separate', choices=['separate', 'shared'], help='paper: separate')
     a('--time-weight', type=float, default=1.0, help='λ on the motion loss (paper: 1); 0 = VideoMAE')
     a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
-    a('--motion-norm', default='patch', choices=['patch', 'none'], help='ours: patch')
+    a('--motion-norm', default='clip', choices=['clip', 'patch', 'none'],
+      help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1; demo 2)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
     run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 5)')
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 1)')
+    a('--val-clips', type=int, default=64, help='held-out clips scored each epoch with a fixed mask (ours: 64; 0 = off)')
     a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
     args = p.parse_args(argv)
     args.data = args.data or ('k400' if args.bench else 'demo')
@@ -80,7 +87,7 @@ def get_args(argv=None):
 
 def model_config(args):
     ds = DATASETS.get(args.data, DATASETS['k400'])
-    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=16, mask_ratio=args.mask_ratio,
+    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'], mask_ratio=args.mask_ratio,
                        mask_type=args.mask_type, decoder=args.decoder, time_weight=args.time_weight,
                        motion_norm=args.motion_norm)
 
@@ -96,6 +103,7 @@ def main(argv=None):
     cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
+    cpu_threads(device, args.workers, world)
     os.makedirs(args.out, exist_ok=True)
 
     ds_info = DATASETS.get(args.data, DATASETS['k400'])
@@ -112,6 +120,7 @@ def main(argv=None):
 
     torch.manual_seed(args.seed)                                        # same initial weights on every rank
     raw = MotionMAE(cfg).to(device)
+    val = val_clips(args, raw, ds_info)                                 # every rank: the demo's barrier
     if args.init:
         load_checkpoint(raw, args.init)
     compile_ = device.type == 'cuda' if args.compile is None else args.compile
@@ -141,8 +150,11 @@ def main(argv=None):
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}')
     log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
     pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-    B = args.batch_size
-    sums, step_loss, vis, clips_log, last_log = {}, 0.0, None, 0, step
+    B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a step, tokens a clip
+    sums, step_loss, clips_log, last_log, postfix = {}, 0.0, 0, step, {}
+    # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
+    vis = None if val is None else (normalize(val['x'][:2]).to(device), normalize(val['x_next'][:2]).to(device),
+                                    val['mask'][:2].to(device))
     last_save = t_log = time.time()
     while epoch < args.epochs:
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
@@ -156,9 +168,10 @@ def main(argv=None):
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             x_next = normalize(batch['x_next'].to(device, non_blocking=True))
             n_bad, n_seen, bad_examples = n_bad + len(batch['bad']), n_seen + len(batch['x']) // args.repeat, bad_examples + batch['bad'][:3]
-            # masks are a pure function of (seed, step): identical for any world size and after a resume
+            # masks are a pure function of (seed, step): identical for any world size and after a resume. The
+            # sampler deals videos to ranks in turn, so this rank's videos are every world-th of the global batch
             torch.manual_seed(args.seed * 1_000_003 + step * args.accum + micro)
-            mask = raw.draw_mask(B * world, device)[rank * B:(rank + 1) * B]
+            mask = raw.draw_mask(B * world, device).view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
             sync = world == 1 or micro == args.accum - 1
             with autocast(device, args.amp), (nullcontext() if sync else model.no_sync()):
                 out = model(x, x_next, mask)
@@ -167,7 +180,7 @@ def main(argv=None):
             for k in ('loss', 'loss_space', 'loss_time'):
                 if k in out:
                     sums[k] = sums.get(k, 0.0) + out[k].detach() / args.accum
-            vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone())
+            vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone(), mask[:2].clone())
             if not sync:
                 continue
             optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, raw.parameters())
@@ -177,15 +190,19 @@ def main(argv=None):
                 rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=opt.param_groups[0]['lr'],
                                  clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
                 sums, t_log, clips_log, last_log = {}, time.time(), 0, step
-                pbar.set_postfix({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+                postfix.update({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+                pbar.set_postfix(postfix)
             if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
-        # end of epoch: bad videos, checkpoint, pictures
+        # end of epoch: bad videos, held-out losses relative to predicting 0, checkpoint, pictures
         n_bad, n_seen = check_bad_share(n_bad, n_seen, examples=bad_examples, world=world, device=device)
         if log:
-            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=n_bad, videos=n_seen)) + '\n')
+            val_rec = validate(raw, val, device, args.amp, B) if val else {}
+            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=n_bad, videos=n_seen, **val_rec)) + '\n')
             log.flush()
+            postfix.update({k[4:]: f'{v:.3f}' for k, v in val_rec.items() if not k.endswith('_mean_rel')})
+            pbar.set_postfix(postfix)
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
         last_save = time.time()
@@ -197,25 +214,73 @@ def main(argv=None):
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, log {args.out}/log.jsonl')
 
 # -----------------------------------------------------------------------------
+# validation: losses on fixed held-out clips and a fixed mask, relative to predicting 0 [ours]
+
+
+def val_clips(args, raw, ds_info):
+    """The first --val-clips videos of the validation split, one clip each (item i is drawn with seed i: the same
+    clips in every run), and a mask drawn with a fixed seed -> {'x', 'x_next': uint8, 'mask'}, or None."""
+    try:
+        samples = load_split(args.data, args.data_root, 'val')[0][:args.val_clips] if args.val_clips > 0 else []
+    except SystemExit as e:                                             # a dataset without a validation split
+        print0(f'no held-out losses ({e})')
+        return None
+    ds = PretrainDataset(samples, num_frames=raw.cfg.num_frames, stride=ds_info['stride'], motion_gap=args.motion_gap,
+                         img_size=raw.cfg.img_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return dict(collate([ds[i] for i in range(len(ds))]), mask=raw.draw_mask(len(ds), 'cpu')) if samples else None
+
+
+@torch.no_grad()
+def validate(raw, val, device, amp, chunk):
+    """For every target n: val_n_rel = held-out loss / loss of predicting 0 on the same tokens, and beside it
+    val_n_mean_rel for the trivial rule (every hidden tubelet = the mean of its clip's visible targets): a model
+    below it has learnt more than interpolation. Same clips and mask every time, so runs and epochs compare."""
+    was_training, sums = raw.training, {}
+    raw.eval()
+    for i in range(0, len(val['x']), chunk):
+        x, x_next = normalize(val['x'][i:i + chunk].to(device)), normalize(val['x_next'][i:i + chunk].to(device))
+        mask = val['mask'][i:i + chunk].to(device)
+        with autocast(device, amp):
+            out = raw(x, x_next, mask)
+        hid, vis = mask[..., None].float(), (~mask)[..., None].float()  # (b, N, 1)
+        for n in raw.weights:
+            tgt = TARGETS[n](raw.cfg, x, x_next)                        # (b, N, K) fp32
+            mean_vis = (tgt * vis).sum(1, keepdim=True) / vis.sum(1, keepdim=True)  # (b, 1, K)
+            for k, v in ((n, out[f'loss_{n}'].float() * hid.sum() * tgt.shape[-1]), (f'{n}_zero', tgt.pow(2) * hid),
+                         (f'{n}_mean', (tgt - mean_vis).pow(2) * hid)):
+                sums[k] = sums.get(k, 0.0) + v.sum().item()
+    raw.train(was_training)
+    rec = {}
+    for n in raw.weights:
+        rec[f'val_{n}_rel'] = sums[n] / max(sums[f'{n}_zero'], 1e-12)
+        rec[f'val_{n}_mean_rel'] = sums[f'{n}_mean'] / max(sums[f'{n}_zero'], 1e-12)
+    return rec
+
+# -----------------------------------------------------------------------------
 # reconstruction picture: input, masked input, space reconstruction, true motion, predicted motion
 
 
 @torch.no_grad()
-def save_reconstruction(raw, x, x_next, path, n_frames=8):
-    """One row per panel and sample, one column per shown frame. Predictions are normalised per tubelet;
-    for display they are mapped back with the true tubelet's mean and std (as VideoMAE's pictures do)."""
+def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
+    """One row per panel and sample, one column per shown frame. Predictions are normalised targets; for display
+    they are mapped back with the true tubelet's mean and std (as VideoMAE's pictures do), or the clip's scale."""
     cfg, u, p = raw.cfg, raw.cfg.tubelet_size, raw.cfg.patch_size
     was_training = raw.training
     raw.eval()
-    out = raw(x.float(), x_next.float())
+    out = raw(x.float(), x_next.float(), mask)
     raw.train(was_training)
     mask, B = out['mask'], x.shape[0]
 
-    def fill(truth, pred, normed, visible_value=None):  # truth (B, N, K) -> frames with predictions at hidden tokens
+    def fill(truth, pred, norm, visible_value=None):  # truth (B, N, K) -> frames with predictions at hidden tokens
         v = truth.view(B, truth.shape[1], -1, 3)
-        mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
         pr = pred.float().view(B, -1, v.shape[2], 3)
-        pr = pr * std[mask].view(B, -1, 1, 3) + mean[mask].view(B, -1, 1, 3) if normed else pr
+        if norm == 'patch':                                            # the true tubelet's mean and std
+            mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
+            pr = pr * std[mask].view(B, -1, 1, 3) + mean[mask].view(B, -1, 1, 3)
+        elif norm == 'clip':                                           # the true clip's scale
+            pr = pr * (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)
         res = truth.clone() if visible_value is None else torch.full_like(truth, visible_value)
         res[mask] = pr.reshape(-1, truth.shape[-1])
         return unpatchify(res, u, p, cfg.grid)
@@ -229,9 +294,9 @@ def save_reconstruction(raw, x, x_next, path, n_frames=8):
     for b in range(B):
         for name, v in panels:
             if name == 'space recon':
-                img = fill(pix, out['pred_space'], True)
+                img = fill(pix, out['pred_space'], 'patch')
             elif name == 'pred motion':
-                img = fill(motion, out['pred_time'], cfg.motion_norm == 'patch', 0.0) if 'pred_time' in out else None
+                img = fill(motion, out['pred_time'], cfg.motion_norm, 0.0) if 'pred_time' in out else None
                 img = None if img is None else 0.5 + 0.5 * img / scale.view(B, 1, 1, 1, 1)
             else:
                 img = unpatchify(v, u, p, cfg.grid)

@@ -168,7 +168,7 @@ def test_test_views_count_order_and_crop_positions(tmp_path):
 
 def test_videomae_finetune_layout_gives_identical_logits(tmp_path, capsys):
     args = FT.get_args(['--data', 'demo', '--model', 'tiny', '--init', str(tmp_path / 'vm.pth')])
-    cfg = ModelConfig(**PRESETS['tiny'], img_size=64)                 # what build_model makes of a VideoMAE ckpt
+    cfg = ModelConfig(**PRESETS['tiny'], img_size=32, num_frames=8)   # what build_model makes of a VideoMAE ckpt
     torch.manual_seed(1)
     native = VideoClassifier(cfg, 8).eval()
     with torch.no_grad():
@@ -178,10 +178,10 @@ def test_videomae_finetune_layout_gives_identical_logits(tmp_path, capsys):
     assert {k.split('.')[0] for k in sd} == {'patch_embed', 'blocks', 'fc_norm', 'head'}
     torch.save({'module': sd, 'args': argparse.Namespace(model='vit_tiny')}, tmp_path / 'vm.pth')
     model, cfg2, probe = FT.build_model(args, 8, FT.read_init(args.init))
-    assert cfg2.img_size == 64 and cfg2.num_frames == 16 and not probe
+    assert cfg2.img_size == 32 and cfg2.num_frames == 8 and not probe  # the demo preset's geometry
     out = capsys.readouterr().out
     assert 'VideoMAE-layout' in out and 'missing 0: []; unexpected 0: []' in out
-    x = torch.randn(2, 3, 16, 64, 64)
+    x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), native(x))
 

@@ -2,6 +2,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,7 +96,7 @@ def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeyp
     calls.clear()
     monkeypatch.setattr(M.MotionMAE, 'forward', nan_at(set(range(1, 100))))
     with pytest.raises(SystemExit, match='NaN'):
-        run(demo_root, tmp_path / 'b', '--epochs', '1')
+        run(demo_root, tmp_path / 'b', '--epochs', '2')                 # 4 steps an epoch: the 5th NaN in a row stops
 
 
 def test_time_weight_zero_trains_the_videomae_baseline(demo_root, tmp_path):
@@ -118,3 +119,35 @@ def test_bench_prints_all_variants(capsys):
                    '--no-compile'])
     out = capsys.readouterr().out
     assert 'videomae' in out and 'shared decoder' in out and 'MFU' in out
+
+
+def test_validation_is_relative_to_predicting_zero_and_a_fixed_batch_is_learnt():
+    """validate() against a hand computation; then one fixed batch and mask: the tiny model brings the space loss
+    below half its predict-0 value within a few hundred steps (the model can learn; the demo's clips)."""
+    torch.manual_seed(0)
+    cfg = M.ModelConfig(**M.PRESETS['tiny'], img_size=32, num_frames=8, mask_ratio=0.75)
+    raw = M.MotionMAE(cfg)
+    rng, (W, H) = np.random.default_rng(0), data.DEMO_SIZE
+    clips = np.stack([np.stack(data._demo_video(rng, m)[:16]) for m in list(data.DEMO_CLASSES.values())[:4]])
+    clips = torch.from_numpy(clips[..., :32, :32, :]).permute(0, 4, 1, 2, 3)     # (4, 3, 16, 32, 32) uint8
+    val = {'x': clips[:, :, 0:16:2], 'x_next': clips[:, :, 1:16:2], 'mask': raw.draw_mask(4, 'cpu')}
+    x, xn, mask = data.normalize(val['x']), data.normalize(val['x_next']), val['mask']
+    rec = pretrain.validate(raw, val, torch.device('cpu'), 'none', chunk=3)          # chunks of 3 + 1 clips
+    with torch.no_grad():
+        out = raw.eval()(x, xn, mask)
+    for n in ('space', 'time'):
+        tgt = M.TARGETS[n](cfg, x, xn)
+        hid = tgt[mask].view(4, -1, tgt.shape[-1])
+        vis_mean = tgt[~mask].view(4, -1, tgt.shape[-1]).mean(1, keepdim=True)
+        zero = hid.pow(2).mean()
+        assert rec[f'val_{n}_rel'] == pytest.approx((out[f'loss_{n}'] / zero).item(), rel=1e-4)
+        assert rec[f'val_{n}_mean_rel'] == pytest.approx(((hid - vis_mean).pow(2).mean() / zero).item(), rel=1e-4)
+    torch.manual_seed(0)                                         # the pixel target alone: half the cost
+    raw = M.MotionMAE(M.ModelConfig(**{**vars(cfg), 'time_weight': 0.0}))
+    opt = torch.optim.AdamW(raw.parameters(), 2e-3, betas=(0.9, 0.95))
+    for step in range(150):
+        raw(x, xn, mask)['loss'].backward()
+        opt.step()
+        opt.zero_grad()
+    rec = pretrain.validate(raw, val, torch.device('cpu'), 'none', chunk=4)
+    assert set(rec) == {'val_space_rel', 'val_space_mean_rel'} and rec['val_space_rel'] < 0.5
