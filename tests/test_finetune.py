@@ -67,10 +67,8 @@ def test_mixup_targets_and_batch_equal_hand_formula():
     torch.testing.assert_close(t.sum(1), torch.ones(3))
     assert torch.allclose(xm, 0.7 * x + 0.3 * x[[2, 1, 0]])
     on, off = 1 - 0.1 + 0.1 / K, 0.1 / K                          # smoothed one-hot: 0.925 / 0.025
-    hand = torch.full((3, K), off)
+    hand = torch.full((3, K), off)                                   # every class starts at the smoothing floor
     for i, (a, b) in enumerate([(0, 3), (2, 2), (3, 0)]):            # (own label, partner's label)
-        hand[i] *= 0
-        hand[i] += off
         hand[i, a] += 0.7 * (on - off)
         hand[i, b] += 0.3 * (on - off)
     torch.testing.assert_close(t, hand)
@@ -277,9 +275,12 @@ def test_two_process_eval_gathers_each_video_once(setup, tmp_path):
     assert two['top1'] == one['top1'] and two['nll'] == pytest.approx(one['nll'], rel=1e-5)
 
 
-def test_bad_flag_and_missing_root_stop_with_one_line(tmp_path, monkeypatch):
+def test_bad_flag_and_missing_root_stop_with_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         FT.main(['--no-such-flag'])
-    with pytest.raises(SystemExit, match='not found'):
+    err = capsys.readouterr().err.strip().split('\n')
+    assert e.value.code == 2 and 'unrecognized arguments: --no-such-flag' in err[-1]  # argparse: usage, then one line
+    with pytest.raises(SystemExit, match='not found') as e:
         FT.main(['--data', 'ssv2', '--data-root', '/nonexistent/ssv2'])
+    assert '\n' not in str(e.value).strip()

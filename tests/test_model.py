@@ -48,14 +48,42 @@ def test_sinusoid_table_matches_videomae_numpy_formula():
     assert torch.equal(M.sinusoid_table(n, d), torch.from_numpy(ang).float())
 
 
-def test_position_resize_keeps_training_grid_exact_and_interpolates():
+def _cubic_matrix(n, m, a=-0.75):
+    """(m, n) weights of 1-D cubic convolution (Keys, a = -0.75) from n to m samples, half-pixel centres, taps
+    clamped at the borders: written out by hand, independent of F.interpolate."""
+    def k(d):
+        d = abs(d)
+        return (a + 2) * d ** 3 - (a + 3) * d ** 2 + 1 if d <= 1 else a * d ** 3 - 5 * a * d ** 2 + 8 * a * d - 4 * a
+    W = np.zeros((m, n))
+    for i in range(m):
+        x = (i + 0.5) * n / m - 0.5
+        x0 = int(np.floor(x))
+        for j in range(x0 - 1, x0 + 3):
+            W[i, min(max(j, 0), n - 1)] += k(x - j)
+    return W
+
+
+def _linear_matrix(n, m):
+    """(m, n) weights of 1-D linear interpolation, half-pixel centres, clamped at the borders."""
+    W = np.zeros((m, n))
+    for i in range(m):
+        x = max((i + 0.5) * n / m - 0.5, 0.0)
+        x0 = int(np.floor(x))
+        W[i, x0] += 1 - (x - x0)
+        W[i, min(x0 + 1, n - 1)] += x - x0
+    return W
+
+
+def test_position_resize_keeps_training_grid_exact_and_equals_hand_interpolation():
     table = M.sinusoid_table(2 * 4 * 4, 8)[None]
     assert M.resize_pos(table, (2, 4, 4), (2, 4, 4)) is table
-    up = M.resize_pos(table, (2, 4, 4), (4, 8, 6))
-    assert up.shape == (1, 4 * 8 * 6, 8)
-    # a table constant over time stays constant; a spatially constant one stays constant
-    const = torch.ones(1, 32, 8) * torch.arange(8.0)
-    torch.testing.assert_close(M.resize_pos(const, (2, 4, 4), (3, 5, 7)), torch.ones(1, 105, 8) * torch.arange(8.0))
+    src = table.reshape(2, 4, 4, 8).double().numpy()
+    for dst in [(4, 8, 6), (3, 3, 5)]:                             # up and down, each axis its own factor
+        (t2, h2, w2) = dst
+        hand = np.einsum('Tt,Hh,Ww,thwd->THWd', _linear_matrix(2, t2), _cubic_matrix(4, h2), _cubic_matrix(4, w2), src)
+        got = M.resize_pos(table, (2, 4, 4), dst)
+        assert got.shape == (1, t2 * h2 * w2, 8)
+        torch.testing.assert_close(got, torch.from_numpy(hand).float().reshape(1, -1, 8), rtol=0, atol=1e-5)
 
 # --- masking
 
