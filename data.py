@@ -758,8 +758,9 @@ def init_distributed(device):
 
 
 def cpu_threads(device, workers, world=1):
-    """On CPU, give torch the cores the data workers leave free: each worker is a process with one thread, and torch
-    threads that share a core with a busy worker run several times slower (README: demo step time) [ours]."""
+    """On CPU, give torch the cores the data workers leave free (each worker is a process with one thread), so that
+    torch threads never wait on a core a busy worker holds; on the demo, whose worker is light, the step time was
+    the same either way (README: Benchmarks) [ours]."""
     if device.type == 'cpu':
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
 

@@ -169,11 +169,14 @@ def space_target(cfg, x, x_next=None):
 MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise of still pixels in real video
 
 
+def clip_scale(m, C=3):
+    """Per clip and channel: root mean square over all tokens + MOTION_FLOOR. (B, N, K) -> (B, 1, 1, C)"""
+    return m.reshape(*m.shape[:2], -1, C).pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR
+
+
 def normalize_clip(m, C=3):
-    """Per clip and channel: divide by (root mean square over all tokens + MOTION_FLOOR); no mean removed."""
-    B, N, K = m.shape
-    v = m.reshape(B, N, K // C, C)
-    return (v / (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)).reshape(B, N, K)
+    """Divide by the clip's scale (clip_scale); no mean removed."""
+    return (m.reshape(*m.shape[:2], -1, C) / clip_scale(m, C)).reshape(m.shape)
 
 
 def time_target(cfg, x, x_next):

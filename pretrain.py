@@ -27,7 +27,7 @@ from tqdm import tqdm
 from data import (DATASETS, PretrainDataset, autocast, check_bad_share, collate, cpu_threads, init_distributed, launch,
                   load_resume, load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step,
                   print0, restore, run_args, save_checkpoint, sync, train_state)
-from model import (MOTION_FLOOR, PRESETS, TARGETS, ModelConfig, MotionMAE, flops_per_clip, load_checkpoint, patchify,
+from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, clip_scale, flops_per_clip, load_checkpoint, patchify,
                    unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
@@ -56,7 +56,8 @@ def get_args(argv=None):
     a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
     a('--epochs', type=int, help='VideoMAE: 800 (ablations 400)')
     a('--warmup-epochs', type=int, help='VideoMAE: 40')
-    a('--lr', type=float, help='base lr per 256 clips, scaled by global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 4.8e-3)')
+    a('--lr', type=float,
+      help='base lr per 256 clips, scaled by global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 4.8e-3)')
     a('--min-lr', type=float, default=1e-5, help='cosine floor per 256 clips (VideoMAE: 1e-5)')
     a('--weight-decay', type=float, default=0.05, help='VideoMAE: 0.05')
     a('--clip-grad', type=float, default=None, help='max grad norm; off by default as in the paper')
@@ -86,9 +87,9 @@ def get_args(argv=None):
 
 def model_config(args):
     ds = DATASETS.get(args.data, DATASETS['k400'])
-    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'], mask_ratio=args.mask_ratio,
-                       mask_type=args.mask_type, decoder=args.decoder, time_weight=args.time_weight,
-                       motion_norm=args.motion_norm)
+    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'],
+                       mask_ratio=args.mask_ratio, mask_type=args.mask_type, decoder=args.decoder,
+                       time_weight=args.time_weight, motion_norm=args.motion_norm)
 
 # -----------------------------------------------------------------------------
 # training
@@ -279,7 +280,7 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
             mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
             pr = pr * std[mask].view(B, -1, 1, 3) + mean[mask].view(B, -1, 1, 3)
         elif norm == 'clip':                                           # the true clip's scale
-            pr = pr * (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)
+            pr = pr * clip_scale(truth)
         res = truth.clone() if visible_value is None else torch.full_like(truth, visible_value)
         res[mask] = pr.reshape(-1, truth.shape[-1])
         return unpatchify(res, u, p, cfg.grid)
