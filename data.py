@@ -760,7 +760,7 @@ def init_distributed(device):
 def cpu_threads(device, workers, world=1):
     """On CPU, give torch the cores the data workers leave free (each worker is a process with one thread), so that
     torch threads never wait on a core a busy worker holds; on the demo the throughput differed by 4%
-    (124.0 vs 119.3 clips/s, README: Benchmarks) [ours]."""
+    (torch default 124.0, this rule 119.3 clips/s; README: Benchmarks) [ours]."""
     if device.type == 'cpu':
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
 
