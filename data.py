@@ -1,5 +1,7 @@
 """MotionMAE data (DESIGN.md section 3): published dataset layouts, OpenCV decoding, clip sampling with the +g motion
-partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader.
+partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader. At its bottom, under
+their own banner, the run helpers both training scripts share (processes, AMP, lr schedule, seeds, the optimizer step,
+logs, checkpoint files): they sit here because data.py is the one module both scripts import besides model.py.
 
 Loaders deliver uint8 clips, (3, T, H, W) a sample and (B, 3, T, H, W) a batch; the training scripts normalise them
 on the device with `normalize` (a quarter of the bytes of float32 to copy).
@@ -42,6 +44,14 @@ DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; dem
     # demo: 32 px, 8 frames with the tiny model's 8-px patches: (8/2)*4*4 = 64 tokens; dense sampling at the
     # pretraining stride (finetuning sees the motion pretraining saw); no flip: the classes are directions
     'demo': (2, False, 2, 3, 'dense', 32, 8, 8)}.items()}
+
+
+def dataset_info(data):
+    """The DATASETS preset of a --data value: its own, or 'list' for any list:<file>."""
+    kind = 'list' if data.startswith('list:') else data
+    if kind not in DATASETS:
+        raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
+    return DATASETS[kind]
 
 
 def normalize(x):
@@ -667,63 +677,22 @@ def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, dr
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
 
 
-# --- command line: check a dataset, benchmark the pretraining pipeline
+# --- run helpers shared by pretrain.py and finetune.py: flags, processes, AMP, lr, seeds, the step, logs, checkpoints
+# (optimizer groups and checkpoint loading live with the model, in model.py)
 
-def _scan(path):
-    """Read every frame of a video once -> (frames, None) or (0, why)."""
-    try:
-        return _grab(_open(path), keep=False)[1], None
-    except (BadVideo, cv2.error) as e:
-        return 0, str(e)
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description='check a dataset (read every video once) or benchmark the loader')
-    p.add_argument('command', choices=['check', 'bench'])
-    p.add_argument('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
-    p.add_argument('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
-    p.add_argument('--split', default='train', choices=['train', 'val'])
-    p.add_argument('--video', help='bench one video file instead of a dataset')
-    p.add_argument('--workers', type=int, default=1, help='processes; 0: this one')
-    p.add_argument('--repeat', type=int, default=1, help='bench: clips cut from each decoded video')
-    p.add_argument('--num-frames', type=int, default=16, help='frames a clip [VideoMAE]; check: fewer is bad')
-    p.add_argument('--stride', type=int, default=4, help='bench: frame stride [VideoMAE, Kinetics]')
-    p.add_argument('--img-size', type=int, default=224, help='bench: crop size [VideoMAE]')
-    p.add_argument('--items', type=int, default=64, help='bench: videos to decode')
-    args = p.parse_args(argv)
-    if args.command == 'check':
-        samples, classes = load_split(args.data, args.data_root, args.split)
-        paths = [path for path, _ in samples]
-        pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
-        res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
-        pool and pool.close()
-        bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
-        print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
-        for path, why in bad[:10]:
-            print(f'  bad: {path}: {why}')
-        counts = np.bincount([label for _, label in samples], minlength=len(classes))
-        print(f'label counts ({len(classes)} classes, min {counts.min()}, max {counts.max()}):')
-        for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
-            print(f'  {counts[c]:6d} {classes[c]}')
-        return len(bad)
-    samples = [(args.video, 0)] * args.items if args.video else load_split(args.data, args.data_root, args.split)[0][
-        :args.items]
-    loader = make_loader(PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat), 4,
-                         args.workers, True, 0)
-    batches, clips = iter(loader), 0
-    next(batches)  # start the workers
-    t0 = time.time()
-    for batch in batches:
-        clips += len(batch['x'])
-    rate = clips / (time.time() - t0) / max(args.workers, 1)
-    print(f'{rate:.1f} clips/s per worker ({args.num_frames}x{args.stride} clips at {args.img_size}px with their +1 '
-          f'partners, repeat {args.repeat}, {args.workers} workers; decode + sample + augment)')
-    return rate
-
-
-
-# -----------------------------------------------------------------------------
-# training helpers shared by pretrain.py and finetune.py: distributed setup, lr, optimizer, AMP, checkpoints
+def run_args(a):
+    """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
+    a('--workers', type=int, help='data loader processes per GPU')
+    a('--amp', default='bf16', choices=list(AMP_DTYPES), help='autocast dtype on CUDA; CPU runs fp32')
+    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
+    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
+    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
+    a('--seed', type=int, default=0)
+    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
+    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
 
 
 def launch(main, argv, gpus):
@@ -742,14 +711,18 @@ def _spawned(rank, main, argv, world, port):
     main(argv)
 
 
-def init_distributed(device):
-    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU.
+def init_distributed(device, workers):
+    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU. On CPU torch gets the cores
+    the data workers leave free (each worker is a process with one thread), so that its threads never wait on a
+    core a busy worker holds [ours; on the demo 124.0 clips/s with torch's default, 119.3 with this rule: README].
     Returns (rank, world, torch.device)."""
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
     if device == 'cuda':
         torch.cuda.set_device(local)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
     dev = torch.device('cuda', local) if device == 'cuda' else torch.device(device)
     if 'RANK' in os.environ and not torch.distributed.is_initialized():
         torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
@@ -757,24 +730,9 @@ def init_distributed(device):
     return rank, world, dev
 
 
-def cpu_threads(device, workers, world=1):
-    """On CPU, give torch the cores the data workers leave free (each worker is a process with one thread), so that
-    torch threads never wait on a core a busy worker holds; on the demo the throughput differed by 4%
-    (torch default 124.0, this rule 119.3 clips/s; README: Benchmarks) [ours]."""
-    if device.type == 'cpu':
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
-
-
-def run_args(a):
-    """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
-    a('--workers', type=int, help='data loader processes per GPU')
-    a('--amp', default='bf16', choices=['bf16', 'fp16', 'none'], help='autocast dtype on CUDA; CPU runs fp32')
-    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
-    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
-    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
-    a('--seed', type=int, default=0)
-    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
-    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+def print0(*a, **kw):
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(*a, **kw, flush=True)
 
 
 def sync(device):
@@ -783,9 +741,29 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def print0(*a, **kw):
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(*a, **kw, flush=True)
+def wrap(raw, device, world, compile=None):
+    """What the step calls: the raw model compiled (default: on CUDA), then under DDP when world > 1. Checkpoints
+    save `raw`, whose names carry neither '_orig_mod.' nor 'module.'."""
+    model = torch.compile(raw) if (device.type == 'cuda' if compile is None else compile) else raw
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+    return model
+
+
+def autocast(device, amp):
+    """bf16 / fp16 autocast on CUDA; fp32 elsewhere (CPUs of this class have no bf16 units)."""
+    dtype = AMP_DTYPES[amp]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == 'cuda')
+
+
+def schedule(args, loader, world):
+    """-> steps an epoch, clips a step, peak lr and floor (given per 256 clips, scaled by clips a step / 256
+    [VideoMAE]), warmup steps, total steps. A step is args.accum batches of args.batch_size clips on each rank."""
+    steps = len(loader) // args.accum
+    clips = args.batch_size * world * args.accum
+    if steps == 0:
+        raise SystemExit(f'{len(loader.dataset)} videos give no full step of {args.batch_size}x{world}x{args.accum} clips')
+    return steps, clips, args.lr * clips / 256, args.min_lr * clips / 256, args.warmup_epochs * steps, args.epochs * steps
 
 
 def lr_at(step, base_lr, min_lr, warmup, total):
@@ -796,53 +774,22 @@ def lr_at(step, base_lr, min_lr, warmup, total):
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def param_groups(model, weight_decay, layer_decay=1.0, num_layers=0):
-    """AdamW groups: no weight decay on biases, norms, position tables, tokens [VideoMAE]; with
-    layer_decay < 1 each encoder block i gets lr scale layer_decay^(num_layers + 1 - (i + 1)),
-    the embedding layer_decay^(num_layers + 1), the head 1 [BEiT/VideoMAE finetuning]."""
-    groups = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_wd = p.ndim == 1 or name.endswith(('pos_embed', 'mask_token'))
-        if name.startswith('encoder.blocks.'):
-            layer = int(name.split('.')[2]) + 1
-        else:
-            layer = 0 if name.startswith(('encoder.patch_embed', 'encoder.pos_embed')) else num_layers + 1
-        key = (layer if layer_decay != 1.0 else 0, no_wd)
-        if key not in groups:
-            groups[key] = {'params': [], 'weight_decay': 0.0 if no_wd else weight_decay,
-                           'lr_scale': layer_decay ** (num_layers + 1 - layer)}
-        groups[key]['params'].append(p)
-    return list(groups.values())
+def step_seed(seed, micro_step, rank):
+    """The seed of all randomness in one micro-step (masks, mixup, drop path): a function of (seed, micro-step,
+    rank) only, so a resumed run continues the same trajectory."""
+    return seed * 1_000_003 + micro_step * 1009 + rank
 
 
-def make_optimizer(model, lr, weight_decay, betas, device, layer_decay=1.0, num_layers=0):
-    groups = param_groups(model, weight_decay, layer_decay, num_layers)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == 'cuda')
-
-
-def autocast(device, amp):
-    """bf16 / fp16 autocast on CUDA; fp32 elsewhere (CPUs of this class have no bf16 units)."""
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == 'cuda')
-
-
-def all_finite(loss, world):
-    """True when the loss is finite on every rank (all ranks must agree to skip a step); one device sync."""
+def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
+    """Step, unless the step's loss is NaN/inf on some rank (all ranks agree; one device sync): then skip it, count
+    it in nan ({'total', 'run'}) and stop after 5 in a row. Gradients are zeroed either way."""
     ok = torch.isfinite(loss.detach()).float()
     if world > 1:
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-    return bool(ok.item())
-
-
-def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, params=None):
-    """Step, unless the step's loss is NaN/inf on some rank: then skip it, count it in nan ({'total', 'run'})
-    and stop after 5 in a row. Gradients are zeroed either way."""
-    if all_finite(loss, world):
+    if ok.item():
         if clip_grad:
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], clip_grad)
         scaler.step(opt)
         scaler.update()
         nan['run'] = 0
@@ -895,6 +842,60 @@ def load_resume(out):
     """The newest checkpoint in `out` (ckpt.pt), loaded with weights_only=True, or None."""
     path = os.path.join(out, 'ckpt.pt')
     return torch.load(path, map_location='cpu', weights_only=True) if os.path.exists(path) else None
+
+
+# --- command line: check a dataset, benchmark the pretraining pipeline
+
+def _scan(path):
+    """Read every frame of a video once -> (frames, None) or (0, why)."""
+    try:
+        return _grab(_open(path), keep=False)[1], None
+    except (BadVideo, cv2.error) as e:
+        return 0, str(e)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description='check a dataset (read every video once) or benchmark the loader')
+    p.add_argument('command', choices=['check', 'bench'])
+    p.add_argument('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
+    p.add_argument('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
+    p.add_argument('--split', default='train', choices=['train', 'val'])
+    p.add_argument('--video', help='bench one video file instead of a dataset')
+    p.add_argument('--workers', type=int, default=1, help='processes; 0: this one')
+    p.add_argument('--repeat', type=int, default=1, help='bench: clips cut from each decoded video')
+    p.add_argument('--num-frames', type=int, default=16, help='frames a clip [VideoMAE]; check: fewer is bad')
+    p.add_argument('--stride', type=int, default=4, help='bench: frame stride [VideoMAE, Kinetics]')
+    p.add_argument('--img-size', type=int, default=224, help='bench: crop size [VideoMAE]')
+    p.add_argument('--items', type=int, default=64, help='bench: videos to decode')
+    args = p.parse_args(argv)
+    if args.command == 'check':
+        samples, classes = load_split(args.data, args.data_root, args.split)
+        paths = [path for path, _ in samples]
+        pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
+        res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
+        pool and pool.close()
+        bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
+        print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
+        for path, why in bad[:10]:
+            print(f'  bad: {path}: {why}')
+        counts = np.bincount([label for _, label in samples], minlength=len(classes))
+        print(f'label counts ({len(classes)} classes, min {counts.min()}, max {counts.max()}):')
+        for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
+            print(f'  {counts[c]:6d} {classes[c]}')
+        return len(bad)
+    samples = [(args.video, 0)] * args.items if args.video else load_split(args.data, args.data_root, args.split)[0][
+        :args.items]
+    loader = make_loader(PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat), 4,
+                         args.workers, True, 0)
+    batches, clips = iter(loader), 0
+    next(batches)  # start the workers
+    t0 = time.time()
+    for batch in batches:
+        clips += len(batch['x'])
+    rate = clips / (time.time() - t0) / max(args.workers, 1)
+    print(f'{rate:.1f} clips/s per worker ({args.num_frames}x{args.stride} clips at {args.img_size}px with their +1 '
+          f'partners, repeat {args.repeat}, {args.workers} workers; decode + sample + augment)')
+    return rate
 
 
 if __name__ == '__main__':

@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (DATASETS, VideoDataset, autocast, check_bad_share, cpu_threads, init_distributed, launch,
-                  load_resume, load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step,
-                  print0, restore, run_args, save_checkpoint, train_state)
-from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
+from data import (VideoDataset, autocast, check_bad_share, dataset_info, init_distributed, launch, load_resume,
+                  load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0, restore, run_args,
+                  save_checkpoint, schedule, step_seed, train_state, wrap)
+from model import PRESETS, ModelConfig, VideoClassifier, configure_optimizer, load_checkpoint, read_checkpoint
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs/lr as DESIGN §4; 'demo' is ours
@@ -109,7 +109,7 @@ def build_model(args, num_classes, ck, resume=False):
     if 'config' in ck:
         cfg = ModelConfig(**ck['config'])
     else:
-        ds = DATASETS.get(args.data, DATASETS['list'])
+        ds = dataset_info(args.data)
         cfg = ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'])
     probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
     cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path)
@@ -146,8 +146,8 @@ def set_train(model, probe):
 def build_optimizer(args, model, lr, device):
     """AdamW (0.9, 0.999) [VideoMAE]; block i of L gets lr × layer_decay^(L - i), the embedding
     layer_decay^(L + 1), fc_norm and head 1 [BEiT/VideoMAE]. A linear probe optimizes only the head."""
-    return make_optimizer(model, lr, args.weight_decay, (0.9, 0.999), device, layer_decay=args.layer_decay,
-                          num_layers=model.cfg.depth)
+    return configure_optimizer(model, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,
+                               fused=device.type == 'cuda')
 
 # -----------------------------------------------------------------------------
 # mixup / cutmix with label smoothing, soft-target cross-entropy [VideoMAE: timm Mixup, mode 'batch'], on the device
@@ -249,7 +249,7 @@ def save_confusion(conf, path, px=512):
 def run_test(args, fwd, samples, classes, cfg, device, rank, world):
     """Full multi-view test [paper]: test_clips × test_crops views per video, softmax averaged. Prints top-1/top-5;
     rank 0 writes <out>/test_results.json (with per-class accuracy) and <out>/confusion.png."""
-    ds = DATASETS.get(args.data, DATASETS['list'])
+    ds = dataset_info(args.data)
     loader = make_loader(dataset(args, cfg, samples, 'test'), max(1, args.batch_size // 2), args.workers,
                          shuffle=False, seed=args.seed, rank=rank, world=world, drop_last=False)
     _, scores, labels = predict(fwd, loader, device, args.amp, world)
@@ -271,7 +271,7 @@ def run_test(args, fwd, samples, classes, cfg, device, rank, world):
 def dataset(args, cfg, samples, mode):
     """[VideoMAE] finetuning sampling (SSv2 segments, else dense at the dataset's stride), RandAugment + random
     erasing in training (none for a linear probe, as MAE's), flip per dataset (never SSv2)."""
-    ds, probe = DATASETS.get(args.data, DATASETS['list']), args.linear_probe
+    ds, probe = dataset_info(args.data), args.linear_probe
     return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=ds['stride'], sampling=ds['finetune_sampling'],
                         img_size=cfg.img_size, flip=ds['flip'], test_clips=ds['test_clips'], test_crops=ds['test_crops'],
                         rand_aug=not probe, erase_p=0.0 if probe else 0.25)
@@ -284,51 +284,40 @@ def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
-    rank, world, device = init_distributed(args.device)
-    cpu_threads(device, args.workers, world)
+    rank, world, device = init_distributed(args.device, args.workers)
     samples, classes = load_split(args.data, args.data_root, 'train')
     val_samples, _ = load_split(args.data, args.data_root, 'val')
     os.makedirs(args.out, exist_ok=True)
     K = len(classes)
-    torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
 
+    torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
     state = load_resume(args.out) if args.resume and not args.eval_only else None
     if args.eval_only:
         args.init = args.init or os.path.join(args.out, 'ckpt.pt')
     ck = state or (read_init(args.init) if args.init else {})
     raw, cfg, probe = build_model(args, K, ck, resume=state is not None)
     raw = raw.to(device)
-    compile_ = device.type == 'cuda' if args.compile is None else args.compile
-    fwd = torch.compile(raw) if compile_ else raw                       # compile the raw model, then DDP
+    model = wrap(raw, device, world, args.compile)
     val_loader = make_loader(dataset(args, cfg, val_samples, 'val'), args.batch_size, args.workers, shuffle=False,
                              seed=args.seed, rank=rank, world=world, drop_last=False)
 
     def validate():
-        _, scores, labels = predict(fwd, val_loader, device, args.amp, world)
+        _, scores, labels = predict(model, val_loader, device, args.amp, world)
         return metrics(scores, labels, K)[0]
 
     if args.eval_only:
         val = validate()
         print0(f"val (1 view, {val['n_videos']} videos): top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
-        test = run_test(args, fwd, val_samples, classes, cfg, device, rank, world)
+        test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
         if world > 1:
             torch.distributed.destroy_process_group()
         return dict(val=val, test=test)
 
-    model = fwd
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(fwd, device_ids=[device.index] if device.type == 'cuda' else None)
     loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
                          seed=args.seed, rank=rank, world=world)
-    steps_per_epoch = len(loader) // args.accum
-    if steps_per_epoch == 0:
-        raise SystemExit(f'{len(samples)} videos give no full step of {args.batch_size}×{world}×{args.accum} clips')
-    clips_per_step = args.batch_size * world * args.accum
-    lr, min_lr = args.lr * clips_per_step / 256, args.min_lr * clips_per_step / 256
-    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
+    steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
     opt = build_optimizer(args, raw, lr, device)
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
-
     step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
     def checkpoint(epoch, it):
@@ -343,7 +332,7 @@ def main(argv=None):
            f'{n_train:,} params, {device}, world {world}')
     log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
     pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-    sums, step_loss, clips_log, val, last_log = 0.0, 0.0, 0, None, step
+    sums, step_loss, clips_log, last_log, postfix, val = {}, 0.0, 0, step, {}, None
     last_save = t_log = time.time()
     while epoch < args.epochs:
         set_train(raw, probe)
@@ -358,29 +347,34 @@ def main(argv=None):
                 g['lr'] = lr_now * g['lr_scale']                        # layer-wise decay
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             y = batch['label'].to(device, non_blocking=True)
-            n_bad, n_seen, bad_examples = n_bad + len(batch['bad']), n_seen + len(x), bad_examples + batch['bad'][:3]
-            # all randomness of a step (λ, box, drop path, dropout) is a function of (seed, step, micro, rank):
-            # a resumed run continues the same trajectory
-            torch.manual_seed(args.seed * 1_000_003 + (step * args.accum + micro) * 1009 + rank)
-            rng = np.random.default_rng([args.seed, step, micro, rank])
-            lam, box = draw_mix(rng, x.shape[-2], x.shape[-1], args.mixup, args.cutmix)
+            n_bad += len(batch['bad'])
+            n_seen += len(x)
+            bad_examples += batch['bad'][:3]
+            # λ, the cutmix box, drop path and dropout differ between ranks (each mixes its own clips)
+            seed = step_seed(args.seed, step * args.accum + micro, rank)
+            torch.manual_seed(seed)
+            lam, box = draw_mix(np.random.default_rng(seed), x.shape[-2], x.shape[-1], args.mixup, args.cutmix)
             x, target = mix(x, y, K, lam, box, args.smoothing)
-            sync = world == 1 or micro == args.accum - 1
-            with autocast(device, args.amp), (nullcontext() if sync else model.no_sync()):
-                loss = soft_cross_entropy(model(x), target)
-                scaler.scale(loss / args.accum).backward()
-            step_loss = step_loss + loss.detach() / args.accum
-            if not sync:
+            last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
+            with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
+                out = {'loss': soft_cross_entropy(model(x), target)}
+                scaler.scale(out['loss'] / args.accum).backward()
+            for k in out:
+                sums[k] = sums.get(k, 0.0) + out[k].detach() / args.accum
+            step_loss = step_loss + out['loss'].detach() / args.accum
+            if not last:
                 continue
             optimizer_step(opt, scaler, step_loss, world, nan, step)
-            sums = sums + step_loss
-            step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
+            step += 1
+            clips_log += clips_per_step
+            step_loss = 0.0
             pbar.update(1)
             if step % args.log_every == 0 or step == total:
-                rec = log_record(log, {'loss': sums}, step - last_log, world, step=step, epoch=epoch, lr=lr_now,
+                rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=lr_now,
                                  clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
-                sums, t_log, clips_log, last_log = 0.0, time.time(), 0, step
-                pbar.set_postfix(loss=f"{rec['loss']:.4g}", lr=f"{rec['lr']:.3g}", clips_s=f"{rec['clips_per_s']:.3g}")
+                sums, t_log, clips_log, last_log = {}, time.time(), 0, step
+                postfix.update({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+                pbar.set_postfix(postfix)
             if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
@@ -396,7 +390,7 @@ def main(argv=None):
         checkpoint(epoch, 0)
         last_save = time.time()
     pbar.close()
-    test = run_test(args, fwd, val_samples, classes, cfg, device, rank, world)
+    test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
     if world > 1:
         torch.distributed.destroy_process_group()
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')

@@ -18,8 +18,8 @@ paper ↔ code
     §3.2 appearance (space) target     space_target
     §3.2 motion (time) target          time_target (frame difference x_{i+g} - x_i)
     §3.2 two decoders / shared decoder Decoder, MotionMAE(decoder='separate'|'shared')
-    §3.2 L = L_space + λ L_time        MotionMAE.forward
-    §4   finetuning                    VideoClassifier
+    §3.2 L = L_space + λ L_time        MotionMAE.forward (any targets: TARGETS, target_weights)
+    §4   optimizer, finetuning         configure_optimizer, VideoClassifier
 """
 import argparse
 import math
@@ -53,6 +53,7 @@ class ModelConfig:
     mask_type: str = 'tube'       # 'tube' | 'random'
     decoder: str = 'separate'     # [paper] 'separate' (two decoders) | 'shared' (one trunk, two heads)
     time_weight: float = 1.0      # λ [paper]; 0 = no time branch = VideoMAE
+    target_weights: dict = None   # [ours] {name: weight} over TARGETS, overriding {space: 1, time: λ}; 0 = not built
     motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'
     learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
@@ -185,16 +186,31 @@ def time_target(cfg, x, x_next):
     tubelets stay near 0 instead of lifting codec noise to unit variance as 'patch' (per tubelet, like pixels)
     does: on real Kinetics clips 'patch' puts about half of the target's energy on tubelets whose raw difference
     std is under 2 grey levels, 'clip' under 1% (README); 'none' the raw difference."""
+    if x_next is None:
+        raise ValueError('the time target needs x_next (the +motion_gap partner frames)')
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
     return {'clip': normalize_clip, 'patch': normalize_patches, 'none': lambda v: v}[cfg.motion_norm](m)
 
 
-# a new pretext task = one target function + one entry here (and its weight in the config)
+# A new pretext target is one function f(cfg, x, x_next) -> (B, N, K_f) fp32, any width K_f, and one entry here;
+# `--target-weights NAME=W` trains it. Decoder heads, losses, logs, held-out scores and pictures follow this table.
 TARGETS = {'space': space_target, 'time': time_target}
 
 
 def target_weights(cfg):
-    return {'space': 1.0, 'time': cfg.time_weight} if cfg.time_weight > 0 else {'space': 1.0}
+    """{name: weight} of the targets trained, in TARGETS' order: space 1 and time λ unless cfg.target_weights says
+    otherwise; a weight of 0 removes the target (and its decoder or head)."""
+    w = {'space': 1.0, 'time': cfg.time_weight, **(cfg.target_weights or {})}
+    unknown = sorted(set(w) - set(TARGETS))
+    if unknown:
+        raise ValueError(f'unknown target {", ".join(unknown)}: model.TARGETS has {", ".join(TARGETS)}')
+    return {n: float(w[n]) for n in TARGETS if w.get(n, 0) > 0}
+
+
+def target_dims(cfg, names):
+    """{name: K_n}, each target's values per token, read off one zero clip of the configured size."""
+    x = torch.zeros(1, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    return {n: TARGETS[n](cfg, x, x).shape[-1] for n in names}
 
 # -----------------------------------------------------------------------------
 # transformer blocks (VideoMAE parameter names, so its checkpoints load)
@@ -292,15 +308,18 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+    """targets: {name: K_n}, one linear head each. Tokens go in as [visible, hidden] with each token's own position
+    added (gathered with the same indices), as VideoMAE concatenates them: attention does not care about order, so
+    no unshuffle to raster order is needed, and the predictions come out in ids_hid order, the targets' order."""
     def __init__(self, cfg, targets):
         super().__init__()
-        D, Dd, K = cfg.embed_dim, cfg.decoder_embed_dim, 3 * cfg.tubelet_size * cfg.patch_size ** 2
+        D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
         self.proj = nn.Linear(D, Dd, bias=False)            # VideoMAE's encoder_to_decoder
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
         self.register_buffer('pos_embed', sinusoid_table(math.prod(cfg.grid), Dd)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(Dd, eps=1e-6)
-        self.heads = nn.ModuleDict({name: nn.Linear(Dd, K) for name in targets})
+        self.heads = nn.ModuleDict({name: nn.Linear(Dd, K) for name, K in targets.items()})
 
     def forward(self, z, ids_keep, ids_hid):
         """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_hid, K)} at the hidden tokens."""
@@ -336,13 +355,14 @@ class MotionMAE(nn.Module):
         assert cfg.mask_type in ('tube', 'random') and cfg.decoder in ('separate', 'shared')
         assert cfg.motion_norm in ('clip', 'patch', 'none')
         self.cfg = cfg
-        self.weights = target_weights(cfg)                                 # {'space': 1, 'time': λ}
+        self.weights = target_weights(cfg)                                 # {'space': 1, 'time': λ, ...}
         self.encoder = Encoder(cfg)
-        names = list(self.weights)
+        dims = target_dims(cfg, self.weights)                              # {name: K_n}
         if cfg.decoder == 'separate':                                      # one independent decoder per target
-            self.decoders = nn.ModuleDict({n: Decoder(cfg, [n]) for n in names})
-        else:                                                              # one trunk, one head per target
-            self.decoders = nn.ModuleDict({'space': Decoder(cfg, names)})
+            self.decoders = nn.ModuleDict({n: Decoder(cfg, {n: K}) for n, K in dims.items()})
+        else:  # one trunk, one head per target; registered as 'space' so that its names are the separate layout's
+            # space decoder (and VideoMAE's decoder.*): one RENAMES table and checkpoints load into either layout
+            self.decoders = nn.ModuleDict({'space': Decoder(cfg, dims)})
         self.apply(init_weights)
         for dec in self.decoders.values():
             nn.init.trunc_normal_(dec.mask_token, std=0.02)
@@ -355,8 +375,6 @@ class MotionMAE(nn.Module):
         """x, x_next: normalized (B, 3, T, H, W); x_next[:, :, i] is motion_gap raw frames after
         x[:, :, i]. mask: (B, N) bool, True = hidden, same count per sample; drawn when None."""
         B = x.shape[0]
-        if 'time' in self.weights and x_next is None:
-            raise ValueError('time_weight > 0 needs x_next (the +motion_gap partner frames)')
         if mask is None:
             mask, n_hid = self.draw_mask(B, x.device), num_hidden(self.cfg)   # static count: compiles
         elif torch.compiler.is_compiling():
@@ -412,6 +430,31 @@ class VideoClassifier(nn.Module):
     def forward(self, x):
         x = self.encoder(x).mean(dim=1)                                    # (B, D)
         return self.head(self.dropout(self.fc_norm(x)))                    # (B, num_classes)
+
+# -----------------------------------------------------------------------------
+# optimizer: AdamW parameter groups of either model, for pretraining and finetuning (nanoGPT's configure_optimizers)
+
+
+def configure_optimizer(model, lr, weight_decay, betas, layer_decay=1.0, fused=False):
+    """AdamW without weight decay on biases, norms, position tables and mask tokens [VideoMAE]. With layer_decay < 1
+    [BEiT, VideoMAE finetuning] encoder block i of L gets lr scale layer_decay^(L - i), the embedding
+    layer_decay^(L + 1), all after the encoder 1. Each group's 'lr_scale' multiplies the scheduled lr."""
+    L, groups = model.cfg.depth, {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_wd = p.ndim == 1 or name.endswith(('pos_embed', 'mask_token'))
+        if name.startswith('encoder.blocks.'):
+            layer = int(name.split('.')[2]) + 1
+        elif name.startswith(('encoder.patch_embed', 'encoder.pos_embed')):
+            layer = 0
+        else:
+            layer = L + 1
+        scale = layer_decay ** (L + 1 - layer)
+        group = groups.setdefault((scale, no_wd), dict(params=[], weight_decay=0.0 if no_wd else weight_decay,
+                                                       lr_scale=scale))
+        group['params'].append(p)
+    return torch.optim.AdamW(list(groups.values()), lr=lr, betas=betas, fused=fused)
 
 # -----------------------------------------------------------------------------
 # checkpoints: ours ({'model', 'config', ...}) and VideoMAE's pretrain / finetune layouts
@@ -475,9 +518,9 @@ def flops_per_clip(cfg, train=True):
     def blocks(n, d, depth):  # qkv + proj + mlp, then q·k and attn·v
         return depth * (2 * n * d * d * (4 + 2 * r) + 4 * n * n * d)
 
-    weights = target_weights(cfg)
-    n_dec = len(weights) if cfg.decoder == 'separate' else 1
+    dims = target_dims(cfg, target_weights(cfg))                          # {name: K_n}, one head each
+    n_dec = len(dims) if cfg.decoder == 'separate' else 1
     embed = 2 * N * K * D
     body = blocks(n_vis, D, cfg.depth) + n_dec * (2 * n_vis * D * Dd + blocks(N, Dd, cfg.decoder_depth))
-    body += len(weights) * 2 * n_hid * Dd * K
+    body += sum(2 * n_hid * Dd * K_n for K_n in dims.values())
     return int(2 * embed + 3 * body) if train else int(embed + body)

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (DATASETS, PretrainDataset, autocast, check_bad_share, collate, cpu_threads, init_distributed, launch,
-                  load_resume, load_split, log_record, lr_at, make_loader, make_optimizer, normalize, optimizer_step,
-                  print0, restore, run_args, save_checkpoint, sync, train_state)
-from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, clip_scale, flops_per_clip, load_checkpoint, patchify,
-                   unnormalize, unpatchify)
+from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, collate, dataset_info, init_distributed,
+                  launch, load_resume, load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0,
+                  restore, run_args, save_checkpoint, schedule, step_seed, sync, train_state, wrap)
+from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, flops_per_clip, load_checkpoint,
+                   patchify, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset (DESIGN §4); 'demo' is ours, sized for 2 CPU cores
@@ -65,6 +65,8 @@ def get_args(argv=None):
     a('--mask-type', default='tube', choices=['tube', 'random'], help='paper: tube')
     a('--decoder', default='separate', choices=['separate', 'shared'], help='paper: separate')
     a('--time-weight', type=float, default=1.0, help='λ on the motion loss (paper: 1); 0 = VideoMAE')
+    a('--target-weights', default='', metavar='NAME=W[,NAME=W]',
+      help=f"weights of model.TARGETS ({', '.join(TARGETS)}) over the default space=1,time=λ; 0 drops one (ours)")
     a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
     a('--motion-norm', default='clip', choices=['clip', 'patch', 'none'],
       help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
@@ -82,14 +84,24 @@ def get_args(argv=None):
     for k, v in {**DEFAULTS, **RECIPES[preset]}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    weights = [item.split('=') for item in args.target_weights.split(',') if item]
+    if any(len(w) != 2 for w in weights):
+        p.error(f'--target-weights {args.target_weights}: expected NAME=W[,NAME=W...]')
+    for name, w in weights:
+        if name not in TARGETS:
+            p.error(f"--target-weights: unknown target {name}; model.TARGETS has {', '.join(TARGETS)}")
+    try:
+        args.target_weights = {name: float(w) for name, w in weights} or None
+    except ValueError:
+        p.error(f'--target-weights {args.target_weights}: a weight is not a number')
     return args
 
 
 def model_config(args):
-    ds = DATASETS.get(args.data, DATASETS['k400'])
+    ds = dataset_info(args.data)
     return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'],
                        mask_ratio=args.mask_ratio, mask_type=args.mask_type, decoder=args.decoder,
-                       time_weight=args.time_weight, motion_norm=args.motion_norm)
+                       time_weight=args.time_weight, target_weights=args.target_weights, motion_norm=args.motion_norm)
 
 # -----------------------------------------------------------------------------
 # training
@@ -99,44 +111,34 @@ def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
-    rank, world, device = init_distributed(args.device)
-    cfg = model_config(args)
+    rank, world, device = init_distributed(args.device, 0 if args.bench else args.workers)
+    ds, cfg = dataset_info(args.data), model_config(args)
     if args.bench:
         return bench(args, cfg, device)
-    cpu_threads(device, args.workers, world)
     os.makedirs(args.out, exist_ok=True)
-
-    ds_info = DATASETS.get(args.data, DATASETS['k400'])
     samples, _ = load_split(args.data, args.data_root, 'train')
-    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=ds_info['stride'], motion_gap=args.motion_gap,
-                              img_size=cfg.img_size, repeat=args.repeat, flip=ds_info['flip'])
     if args.batch_size % args.repeat:
         raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
+    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=ds['stride'], motion_gap=args.motion_gap,
+                              img_size=cfg.img_size, repeat=args.repeat, flip=ds['flip'])
     loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
                          rank=rank, world=world)
-    steps_per_epoch = len(loader) // args.accum
-    if steps_per_epoch == 0:
-        raise SystemExit(f'{len(samples)} videos give no full step of {args.batch_size}×{world}×{args.accum} clips')
+    steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
 
     torch.manual_seed(args.seed)                                        # same initial weights on every rank
     raw = MotionMAE(cfg).to(device)
-    val = val_clips(args, raw, ds_info)                                 # every rank: the demo's barrier
+    val = val_clips(args, raw, ds)                                      # every rank: the demo's barrier
     if args.init:
         load_checkpoint(raw, args.init)
-    compile_ = device.type == 'cuda' if args.compile is None else args.compile
-    model = torch.compile(raw) if compile_ else raw                     # compile the raw model, then DDP
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-    clips_per_step = args.batch_size * world * args.accum
-    lr, min_lr = args.lr * clips_per_step / 256, args.min_lr * clips_per_step / 256
-    total, warmup = args.epochs * steps_per_epoch, args.warmup_epochs * steps_per_epoch
-    opt = make_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), device)
+    model = wrap(raw, device, world, args.compile)
+    opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
-
     state = load_resume(args.out) if args.resume else None
     if state is not None:
-        if state['config'] != asdict(cfg):
-            raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config; use another --out or --no-resume')
+        changed = [k for k, v in asdict(cfg).items() if state['config'].get(k) != v]
+        if changed:
+            raise SystemExit(f"{args.out}/ckpt.pt was trained with another model config ({', '.join(changed)}); "
+                             'use another --out or --no-resume')
         raw.load_state_dict(state['model'])
     step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
@@ -147,7 +149,8 @@ def main(argv=None):
                 args=vars(args)))
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
-           f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}')
+           f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
+           f"targets {', '.join(f'{n}={w:g}' for n, w in raw.weights.items())}")
     log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
     pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
     B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a step, tokens a clip
@@ -163,31 +166,36 @@ def main(argv=None):
             if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
                 break
             micro = it % args.accum
+            lr_now = lr_at(step, lr, min_lr, warmup, total)
             for g in opt.param_groups:
-                g['lr'] = lr_at(step, lr, min_lr, warmup, total) * g['lr_scale']
+                g['lr'] = lr_now * g['lr_scale']
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             x_next = normalize(batch['x_next'].to(device, non_blocking=True))
-            n_bad, n_seen, bad_examples = n_bad + len(batch['bad']), n_seen + len(batch['x']) // args.repeat, bad_examples + batch['bad'][:3]
-            # masks are a pure function of (seed, step): identical for any world size and after a resume. The
-            # sampler deals videos to ranks in turn, so this rank's videos are every world-th of the global batch
-            torch.manual_seed(args.seed * 1_000_003 + step * args.accum + micro)
+            n_bad += len(batch['bad'])
+            n_seen += len(batch['x']) // args.repeat
+            bad_examples += batch['bad'][:3]
+            # masks are drawn for the whole global batch with rank 0's seed, so they are the same for any world size
+            # and after a resume; the sampler deals videos to ranks in turn, so this rank's are every world-th row
+            torch.manual_seed(step_seed(args.seed, step * args.accum + micro, rank=0))
             mask = raw.draw_mask(B * world, device).view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
-            sync = world == 1 or micro == args.accum - 1
-            with autocast(device, args.amp), (nullcontext() if sync else model.no_sync()):
+            last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
+            with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
                 out = model(x, x_next, mask)
                 scaler.scale(out['loss'] / args.accum).backward()
-            step_loss = step_loss + out['loss'].detach()
-            for k in ('loss', 'loss_space', 'loss_time'):
-                if k in out:
+            for k in out:
+                if k.startswith('loss'):                                # loss and loss_<target>, means of the step
                     sums[k] = sums.get(k, 0.0) + out[k].detach() / args.accum
+            step_loss = step_loss + out['loss'].detach() / args.accum
             vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone(), mask[:2].clone())
-            if not sync:
+            if not last:
                 continue
-            optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, raw.parameters())
-            step, clips_log, step_loss = step + 1, clips_log + clips_per_step, 0.0
+            optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad)
+            step += 1
+            clips_log += clips_per_step
+            step_loss = 0.0
             pbar.update(1)
             if step % args.log_every == 0 or step == total:
-                rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=opt.param_groups[0]['lr'],
+                rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=lr_now,
                                  clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
                 sums, t_log, clips_log, last_log = {}, time.time(), 0, step
                 postfix.update({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
@@ -259,49 +267,41 @@ def validate(raw, val, device, amp, chunk):
     return rec
 
 # -----------------------------------------------------------------------------
-# reconstruction picture: input, masked input, space reconstruction, true motion, predicted motion
+# reconstruction picture: input, masked input, space reconstruction, then each other target: true and predicted
 
 
 @torch.no_grad()
 def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
-    """One row per panel and sample, one column per shown frame. Predictions are normalised targets; for display
-    they are mapped back with the true tubelet's mean and std (as VideoMAE's pictures do), or the clip's scale."""
+    """One row per panel and sample, one column per shown frame. The space prediction is mapped back to pixels with
+    the true tubelet's mean and std (as VideoMAE's pictures do); every other pixel-shaped target is drawn in its own
+    units, true beside predicted (hidden tokens; 0 at the visible), both divided by the clip's largest true value."""
     cfg, u, p = raw.cfg, raw.cfg.tubelet_size, raw.cfg.patch_size
     was_training = raw.training
     raw.eval()
     out = raw(x.float(), x_next.float(), mask)
     raw.train(was_training)
-    mask, B = out['mask'], x.shape[0]
-
-    def fill(truth, pred, norm, visible_value=None):  # truth (B, N, K) -> frames with predictions at hidden tokens
-        v = truth.view(B, truth.shape[1], -1, 3)
-        pr = pred.float().view(B, -1, v.shape[2], 3)
-        if norm == 'patch':                                            # the true tubelet's mean and std
-            mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
-            pr = pr * std[mask].view(B, -1, 1, 3) + mean[mask].view(B, -1, 1, 3)
-        elif norm == 'clip':                                           # the true clip's scale
-            pr = pr * clip_scale(truth)
-        res = truth.clone() if visible_value is None else torch.full_like(truth, visible_value)
-        res[mask] = pr.reshape(-1, truth.shape[-1])
-        return unpatchify(res, u, p, cfg.grid)
-
+    B, K = x.shape[0], 3 * u * p * p
     pix = patchify(unnormalize(x), u, p)                               # (B, N, K) in [0, 1]
-    motion = patchify(unnormalize(x_next) - unnormalize(x), u, p)      # (B, N, K) in [-1, 1]
-    scale = motion.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-3)
-    panels = [('input', pix), ('masked', torch.where(mask[..., None], 0.3, pix)),
-              ('space recon', None), ('true motion', 0.5 + 0.5 * motion / scale), ('pred motion', None)]
+    panels = [('input', pix), ('masked', torch.where(mask[..., None], 0.3, pix))]
+    if 'pred_space' in out:
+        v = pix.view(B, pix.shape[1], -1, 3)                           # (B, N, u·p·p, 3)
+        mean, std = v.mean(2, keepdim=True), v.var(2, unbiased=True, keepdim=True).sqrt() + 1e-6
+        pred = out['pred_space'].float().view(B, -1, v.shape[2], 3) * std[mask].view(B, -1, 1, 3)
+        recon = pix.clone()
+        recon[mask] = (pred + mean[mask].view(B, -1, 1, 3)).reshape(-1, K)
+        panels.append(('space recon', recon))
+    for n in raw.weights:
+        tgt = TARGETS[n](cfg, x.float(), x_next.float())               # (B, N, K_n)
+        if n == 'space' or tgt.shape[-1] != K:                         # drawn above, or not pixel-shaped
+            continue
+        scale = tgt.abs().amax(dim=(1, 2), keepdim=True).clamp(min=1e-6)
+        pred = torch.zeros_like(tgt)
+        pred[mask] = out[f'pred_{n}'].float().reshape(-1, K)
+        panels += [(f'true {n}', 0.5 + 0.5 * tgt / scale), (f'pred {n}', 0.5 + 0.5 * pred / scale)]
     rows = []
     for b in range(B):
         for name, v in panels:
-            if name == 'space recon':
-                img = fill(pix, out['pred_space'], 'patch')
-            elif name == 'pred motion':
-                img = fill(motion, out['pred_time'], cfg.motion_norm, 0.0) if 'pred_time' in out else None
-                img = None if img is None else 0.5 + 0.5 * img / scale.view(B, 1, 1, 1, 1)
-            else:
-                img = unpatchify(v, u, p, cfg.grid)
-            if img is None:
-                continue
+            img = unpatchify(v, u, p, cfg.grid)
             frames = img[b, :, ::max(1, cfg.num_frames // n_frames)].clamp(0, 1)   # (3, n_frames, H, W)
             row = (frames.permute(2, 1, 3, 0).reshape(frames.shape[2], -1, 3).cpu().numpy() * 255).astype(np.uint8)
             row = np.ascontiguousarray(row[..., ::-1])                  # RGB -> BGR for OpenCV
@@ -315,7 +315,7 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
 
 def bench(args, cfg, device, steps=None):
     steps = steps or (20 if device.type == 'cuda' else 3)
-    dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(args.amp) if device.type == 'cuda' else torch.float32
+    dtype = (AMP_DTYPES[args.amp] if device.type == 'cuda' else None) or torch.float32
     n = 8192 if device.type == 'cuda' else 2048                        # peak: a large matmul on this device
     a = torch.randn(n, n, device=device, dtype=dtype)
     for i in range(4):
@@ -326,15 +326,15 @@ def bench(args, cfg, device, steps=None):
     sync(device)
     peak = 2 * n ** 3 * 3 / (time.time() - t)
     print0(f'device {device}, {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s; batch {args.batch_size}, {steps} timed steps')
-    variants = {'configured': cfg, 'videomae (time-weight 0)': replace(cfg, time_weight=0.0),
+    variants = {'configured': cfg, 'videomae (time-weight 0)': replace(cfg, time_weight=0.0, target_weights=None),
                 'shared decoder': replace(cfg, decoder='shared'), 'separate decoders': replace(cfg, decoder='separate')}
     base = None
     for name, c in variants.items():
         if name != 'configured' and c == cfg:
             continue
         raw = MotionMAE(c).to(device)
-        model = torch.compile(raw) if (device.type == 'cuda' if args.compile is None else args.compile) else raw
-        opt = make_optimizer(raw, 1e-4, 0.05, (0.9, 0.95), device)
+        model = wrap(raw, device, 1, args.compile)
+        opt = configure_optimizer(raw, 1e-4, 0.05, (0.9, 0.95), fused=device.type == 'cuda')
         x = torch.randn(args.batch_size, 3, c.num_frames, c.img_size, c.img_size, device=device)
         xn = x + 0.1 * torch.randn_like(x)
         if device.type == 'cuda':

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import ensure_demo, read_palette_png, sync, write_palette_png
-from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
+from data import ensure_demo, normalize, read_palette_png, sync, write_palette_png
+from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------
 # DAVIS layout: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, ImageSets/2017/<split>.txt
@@ -199,10 +199,8 @@ def frame_features(clf, img, norm='ln'):
     """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block. The frame is repeated
     to fill one tubelet, so the encoder sees a still clip (DESIGN section 5)."""
     dev = next(clf.parameters()).device
-    mean = torch.tensor(IMAGENET_MEAN, device=dev).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=dev).view(3, 1, 1)
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1).float() / 255  # (3, H', W')
-    x = ((x - mean) / std)[None, :, None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1)     # (1, 3, u, H', W')
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None]      # (3, 1, H', W') uint8
+    x = normalize(x)[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1)                   # (1, 3, u, H', W')
     f = clf.features(x)[0, 0]                                                               # (h, w, D)
     if norm == 'ln':  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
         f = F.layer_norm(f, f.shape[-1:])

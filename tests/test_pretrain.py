@@ -2,6 +2,7 @@
 import json
 import os
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -103,6 +104,48 @@ def test_time_weight_zero_trains_the_videomae_baseline(demo_root, tmp_path):
     steps, ck = run(demo_root, tmp_path, '--epochs', '1', '--time-weight', '0')
     assert 'loss_time' not in steps[0] and steps[0]['loss'] == steps[0]['loss_space']
     assert not any('time' in k for k in ck['model'])
+
+
+def blur_target(cfg, x, x_next):
+    """A throwaway pixel-shaped target: the clip blurred over 3 x 3 pixels, normalised per tubelet like pixels."""
+    y = torch.nn.functional.avg_pool3d(M.unnormalize(x), (1, 3, 3), stride=1, padding=(0, 1, 1))
+    return M.normalize_patches(M.patchify(y, cfg.tubelet_size, cfg.patch_size))
+
+
+def colour_target(cfg, x, x_next):
+    """A throwaway target of width 3, not pixel-shaped: each tubelet's mean colour."""
+    v = M.patchify(M.unnormalize(x), cfg.tubelet_size, cfg.patch_size)           # (B, N, K)
+    return v.view(*v.shape[:2], -1, 3).mean(2)                                     # (B, N, 3)
+
+
+@pytest.mark.parametrize('decoder', ['separate', 'shared'])
+def test_a_registered_target_trains_logs_draws_and_round_trips(demo_root, tmp_path, monkeypatch, decoder):
+    """One function + one TARGETS entry + --target-weights: nothing else changes anywhere."""
+    monkeypatch.setitem(M.TARGETS, 'blur', blur_target)
+    monkeypatch.setitem(M.TARGETS, 'colour', colour_target)
+    flags = ['--target-weights', 'time=0,blur=0.5,colour=2', '--decoder', decoder]
+    steps, ck = run(demo_root, tmp_path, '--epochs', '1', *flags)
+    assert ck['config']['target_weights'] == {'time': 0.0, 'blur': 0.5, 'colour': 2.0}
+    assert 'loss_time' not in steps[0]
+    for s in steps:                                              # the weighted sum, averaged over the same steps
+        assert s['loss'] == pytest.approx(s['loss_space'] + 0.5 * s['loss_blur'] + 2 * s['loss_colour'], rel=1e-5)
+    val = [json.loads(l) for l in open(tmp_path / 'log.jsonl') if 'val_space_rel' in l][0]
+    assert {'val_blur_rel', 'val_blur_mean_rel', 'val_colour_rel'} <= set(val) and 'val_time_rel' not in val
+    trunk = 'space' if decoder == 'shared' else 'colour'
+    assert ck['model'][f'decoders.{trunk}.heads.colour.weight'].shape == (3, 96)   # the target's width x D_d
+    torch.manual_seed(0)                                         # the run's initial weights: the new heads trained
+    init = M.MotionMAE(M.ModelConfig(**ck['config'])).state_dict()
+    for n in ('blur', 'colour'):
+        key = f"decoders.{'space' if decoder == 'shared' else n}.heads.{n}.weight"
+        assert not torch.equal(ck['model'][key], init[key]), key
+    # the picture: input, masked, space reconstruction, true and predicted blur (colour is not pixel-shaped), 2 clips
+    assert cv2.imread(str(tmp_path / 'recon_ep001.png')).shape[0] == 2 * 5 * 32
+    steps2, ck2 = run(demo_root, tmp_path, '--epochs', '2', *flags)           # resumes: the weights come back
+    assert ck2['epoch'] == 2 and len(steps2) == 2 * len(steps) and ck2['config'] == ck['config']
+    with pytest.raises(SystemExit, match=r'another model config \(target_weights\)'):
+        run(demo_root, tmp_path, '--epochs', '3', '--target-weights', 'time=0,blur=1,colour=2', '--decoder', decoder)
+    with pytest.raises(SystemExit):
+        pretrain.get_args(['--target-weights', 'nosuch=1'])
 
 
 def test_bad_flag_and_missing_root_give_one_line_errors(tmp_path, capsys):
