@@ -568,7 +568,8 @@ def _ensure_demo(root, per_class, seed):
         raise SystemExit(f'{root} is not empty and holds no demo dataset: remove it or choose another --data-root')
     print(f'generating the demo dataset in {root}', file=sys.stderr)
     tmp, names = f'{os.path.abspath(root)}.tmp{os.getpid()}', list(DEMO_CLASSES)
-    os.makedirs(os.path.join(tmp, 'labels')), os.makedirs(os.path.join(tmp, 'videos'))
+    for d in ('labels', 'videos'):
+        os.makedirs(os.path.join(tmp, d))
     labels = {'labels': {n.replace('[', '').replace(']', ''): str(i) for i, n in enumerate(names)}}
     C = len(names)  # videos go round the classes: ids 0..C-1 are one of each
     for split, count, first in ('train', per_class[0], 0), ('validation', per_class[1], per_class[0] * C):
@@ -598,14 +599,19 @@ for _bit in range(24):
     DAVIS_PALETTE[:, _bit % 3] |= (((np.arange(256) >> _bit) & 1) << (7 - _bit // 3)).astype(np.uint8)
 
 
+def _png_chunk(kind, body):  # length, type, body, CRC of type + body
+    return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+
 def write_palette_png(path, array, palette=None):
     """Write an (H, W) uint8 index map as an 8-bit palette PNG (the DAVIS mask format; cv2 cannot write one)."""
     a, pal = np.ascontiguousarray(array, np.uint8), DAVIS_PALETTE if palette is None else np.uint8(palette)
-    chunk = lambda kind, d: struct.pack('>I', len(d)) + kind + d + struct.pack('>I', zlib.crc32(kind + d))  # noqa
     rows = np.concatenate([np.zeros((len(a), 1), np.uint8), a], 1)  # filter type 0 on every row
     with open(path, 'wb') as fh:
-        fh.write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', a.shape[1], a.shape[0], 8, 3, 0, 0, 0))
-                 + chunk(b'PLTE', pal.tobytes()) + chunk(b'IDAT', zlib.compress(rows.tobytes())) + chunk(b'IEND', b''))
+        header = struct.pack('>IIBBBBB', a.shape[1], a.shape[0], 8, 3, 0, 0, 0)  # 8-bit palette, not interlaced
+        fh.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', header)
+                 + _png_chunk(b'PLTE', pal.tobytes()) + _png_chunk(b'IDAT', zlib.compress(rows.tobytes()))
+                 + _png_chunk(b'IEND', b''))
 
 
 def read_palette_png(path, with_palette=False):
@@ -746,7 +752,8 @@ def wrap(raw, device, world, compile=None):
     save `raw`, whose names carry neither '_orig_mod.' nor 'module.'."""
     model = torch.compile(raw) if (device.type == 'cuda' if compile is None else compile) else raw
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+        ids = [device.index] if device.type == 'cuda' else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     return model
 
 
@@ -762,8 +769,10 @@ def schedule(args, loader, world):
     steps = len(loader) // args.accum
     clips = args.batch_size * world * args.accum
     if steps == 0:
-        raise SystemExit(f'{len(loader.dataset)} videos give no full step of {args.batch_size}x{world}x{args.accum} clips')
-    return steps, clips, args.lr * clips / 256, args.min_lr * clips / 256, args.warmup_epochs * steps, args.epochs * steps
+        raise SystemExit(f'{len(loader.dataset)} videos give no full step of '
+                         f'{args.batch_size}x{world}x{args.accum} clips')
+    lr, min_lr = args.lr * clips / 256, args.min_lr * clips / 256
+    return steps, clips, lr, min_lr, args.warmup_epochs * steps, args.epochs * steps
 
 
 def lr_at(step, base_lr, min_lr, warmup, total):
@@ -825,7 +834,8 @@ def save_checkpoint(path, state):
 
 def train_state(opt, scaler, step, epoch, it, nan):
     """What a checkpoint needs, besides the model, to continue the same trajectory."""
-    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it, n_nan=nan['total'])
+    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it,
+                n_nan=nan['total'])
 
 
 def restore(state, opt, scaler, out):
@@ -873,7 +883,8 @@ def main(argv=None):
         paths = [path for path, _ in samples]
         pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
         res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
-        pool and pool.close()
+        if pool:
+            pool.close()
         bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
         print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
         for path, why in bad[:10]:

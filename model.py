@@ -170,14 +170,10 @@ def space_target(cfg, x, x_next=None):
 MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise of still pixels in real video
 
 
-def clip_scale(m, C=3):
-    """Per clip and channel: root mean square over all tokens + MOTION_FLOOR. (B, N, K) -> (B, 1, 1, C)"""
-    return m.reshape(*m.shape[:2], -1, C).pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR
-
-
 def normalize_clip(m, C=3):
-    """Divide by the clip's scale (clip_scale); no mean removed."""
-    return (m.reshape(*m.shape[:2], -1, C) / clip_scale(m, C)).reshape(m.shape)
+    """Per clip and channel: divide by the root mean square over all tokens + MOTION_FLOOR; no mean removed."""
+    v = m.reshape(*m.shape[:2], -1, C)                                    # (B, N, u·p·p, C)
+    return (v / (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)).reshape(m.shape)
 
 
 def time_target(cfg, x, x_next):
@@ -189,7 +185,7 @@ def time_target(cfg, x, x_next):
     if x_next is None:
         raise ValueError('the time target needs x_next (the +motion_gap partner frames)')
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
-    return {'clip': normalize_clip, 'patch': normalize_patches, 'none': lambda v: v}[cfg.motion_norm](m)
+    return m if cfg.motion_norm == 'none' else normalize_clip(m) if cfg.motion_norm == 'clip' else normalize_patches(m)
 
 
 # A new pretext target is one function f(cfg, x, x_next) -> (B, N, K_f) fp32, any width K_f, and one entry here;
