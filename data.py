@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import IMAGENET_MEAN, IMAGENET_STD
+from model import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, read_checkpoint
 
 # one OpenCV thread per process: the loader's workers are the parallelism (and forking workers while OpenCV's thread
 # pool is active can deadlock them)
@@ -692,7 +692,8 @@ AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
 def run_args(a):
     """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
     a('--workers', type=int, help='data loader processes per GPU')
-    a('--amp', default='bf16', choices=list(AMP_DTYPES), help='autocast dtype on CUDA; CPU runs fp32')
+    a('--amp', choices=list(AMP_DTYPES), help='autocast dtype, on CPU too (VideoMAE: fp16; ours: bf16 on CUDA, none '
+                                              'on CPU, whose cores here have no bf16 units)')
     a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
     a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
     a('--device', default=None, help='cuda | cpu (default: cuda if available)')
@@ -717,12 +718,14 @@ def _spawned(rank, main, argv, world, port):
     main(argv)
 
 
-def init_distributed(device, workers):
+def init_distributed(args):
     """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU. On CPU torch gets the cores
     the data workers leave free (each worker is a process with one thread), so that its threads never wait on a
     core a busy worker holds [ours; on the demo 124.0 clips/s with torch's default, 119.3 with this rule: README].
-    Returns (rank, world, torch.device)."""
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    Fills args.amp where not given: bf16 on CUDA, none elsewhere. Returns (rank, world, torch.device)."""
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    args.amp = args.amp or ('bf16' if device == 'cuda' else 'none')
+    workers = 0 if getattr(args, 'bench', False) else args.workers
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
     if device == 'cuda':
         torch.cuda.set_device(local)
@@ -758,9 +761,13 @@ def wrap(raw, device, world, compile=None):
 
 
 def autocast(device, amp):
-    """bf16 / fp16 autocast on CUDA; fp32 elsewhere (CPUs of this class have no bf16 units)."""
-    dtype = AMP_DTYPES[amp]
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == 'cuda')
+    """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32."""
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
+
+
+def grad_scaler(device, amp):
+    """The loss scaler, enabled for fp16 only (bf16 has fp32's range)."""
+    return torch.amp.GradScaler(device.type, enabled=amp == 'fp16')
 
 
 def schedule(args, loader, world):
@@ -849,9 +856,14 @@ def restore(state, opt, scaler, out):
 
 
 def load_resume(out):
-    """The newest checkpoint in `out` (ckpt.pt), loaded with weights_only=True, or None."""
+    """The checkpoint to resume from, out/ckpt.pt (read_checkpoint), or None when there is none."""
     path = os.path.join(out, 'ckpt.pt')
-    return torch.load(path, map_location='cpu', weights_only=True) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    try:
+        return read_checkpoint(path)
+    except CheckpointError as e:
+        raise CheckpointError(f'{e}; to start over use --no-resume or another --out') from None
 
 
 # --- command line: check a dataset, benchmark the pretraining pipeline

@@ -28,10 +28,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (VideoDataset, autocast, check_bad_share, dataset_info, init_distributed, launch, load_resume,
-                  load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0, restore, run_args,
-                  save_checkpoint, schedule, step_seed, train_state, wrap)
-from model import PRESETS, ModelConfig, VideoClassifier, configure_optimizer, load_checkpoint, read_checkpoint
+from data import (VideoDataset, autocast, check_bad_share, dataset_info, grad_scaler, init_distributed, launch,
+                  load_resume, load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0, restore,
+                  run_args, save_checkpoint, schedule, step_seed, train_state, wrap)
+from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
+                   read_checkpoint)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs/lr as DESIGN §4; 'demo' is ours
@@ -106,9 +107,8 @@ def build_model(args, num_classes, ck, resume=False):
     (input size included: we finetune at the pretraining's geometry [ours]); VideoMAE's take --model at the
     dataset's size, 16 frames. Linear probe [MAE]: head = BatchNorm1d(D, affine=False) + Linear, the rest frozen.
     resume: ck is our own training state (loaded strictly); else any layout, reporting loaded and new tensors."""
-    if 'config' in ck:
-        cfg = ModelConfig(**ck['config'])
-    else:
+    cfg = checkpoint_config(ck, args.init)
+    if cfg is None:
         ds = dataset_info(args.data)
         cfg = ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'])
     probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
@@ -128,8 +128,8 @@ def build_model(args, num_classes, ck, resume=False):
         model.load_state_dict(ck['model'])
     elif ck:
         print0(f"init: {'MotionMAE' if 'config' in ck else 'VideoMAE-layout'} checkpoint {args.init} "
-               f"({'linear probe' if probe else 'classifier'}, {num_classes} classes); missing = new tensors:")
-        load_checkpoint(model, ck, verbose=int(os.environ.get('RANK', 0)) == 0)
+               f"({'linear probe' if probe else 'classifier'}, {num_classes} classes)")
+        load_checkpoint(model, ck, verbose=int(os.environ.get('RANK', 0)) == 0, path=args.init)
     else:
         print0('init: none, training from scratch (no pretrained checkpoint given' +
                ('; run `python pretrain.py` first for the demo)' if args.data == 'demo' else ')'))
@@ -284,7 +284,7 @@ def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
-    rank, world, device = init_distributed(args.device, args.workers)
+    rank, world, device = init_distributed(args)
     samples, classes = load_split(args.data, args.data_root, 'train')
     val_samples, _ = load_split(args.data, args.data_root, 'val')
     os.makedirs(args.out, exist_ok=True)
@@ -317,7 +317,7 @@ def main(argv=None):
                          seed=args.seed, rank=rank, world=world)
     steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
     opt = build_optimizer(args, raw, lr, device)
-    scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
+    scaler = grad_scaler(device, args.amp)
     step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
     def checkpoint(epoch, it):

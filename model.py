@@ -23,6 +23,7 @@ paper ↔ code
 """
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -462,42 +463,81 @@ RENAMES = [('encoder_to_decoder.', 'decoders.space.proj.'), ('mask_token', 'deco
            ('pos_embed', 'encoder.pos_embed'), ('norm.', 'encoder.norm.')]
 
 
+class CheckpointError(SystemExit):
+    """A checkpoint that cannot be used. Its message is one line naming the file and the problem; uncaught, the
+    script exits with that line and status 1 instead of a traceback."""
+
+
 def read_checkpoint(path):
-    """torch.load(weights_only=True); VideoMAE's training checkpoints also pickle an argparse.Namespace."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location='cpu', weights_only=True)
+    """torch.load(weights_only=True) -> dict; VideoMAE's training checkpoints also pickle an argparse.Namespace.
+    A file that is missing, unreadable, truncated or not a checkpoint raises CheckpointError."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f'checkpoint {path}: not found')
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ck = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # the zip reader or unpickler ran out of bytes; else UnpicklingError, KeyError, OSError, ..
+        what = 'truncated or corrupt' if isinstance(e, (RuntimeError, EOFError)) else 'not a PyTorch checkpoint'
+        why = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:80]}'
+        raise CheckpointError(f'checkpoint {path}: {what} ({why})') from None
+    if not isinstance(ck, dict):
+        raise CheckpointError(f'checkpoint {path}: not a checkpoint (holds a {type(ck).__name__}, not a dict)')
+    return ck
 
 
-def load_checkpoint(model, ckpt, verbose=True):
-    """Load our checkpoint or a VideoMAE pretrain/finetune one (path or dict) into a MotionMAE or a
-    VideoClassifier. Strips 'module.'/'_orig_mod.'; reports missing and unexpected keys (and
-    shape mismatches, which are skipped). Returns (missing, unexpected)."""
+def checkpoint_config(ck, path):
+    """The ModelConfig saved in one of our checkpoints, or None (VideoMAE's carry none)."""
+    if 'config' not in ck:
+        return None
+    unknown = sorted(set(ck['config']) - set(ModelConfig.__dataclass_fields__))
+    if unknown:
+        raise CheckpointError(f'checkpoint {path}: its config has fields this code does not know: {", ".join(unknown)}')
+    return ModelConfig(**ck['config'])
+
+
+def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
+    """Load our checkpoint or a VideoMAE pretrain/finetune one (a path, or a dict read from `path`) into a MotionMAE
+    or a VideoClassifier; 'module.'/'_orig_mod.' prefixes are stripped. Every encoder tensor of the model must load,
+    else CheckpointError names how many matched and the first misfit. Other tensors may be absent (a new head,
+    a time decoder new to a VideoMAE checkpoint: initialised) or left over (decoders, when finetuning): one line
+    says which. Returns (missing, unexpected) keys; shape mismatches are in unexpected, with both shapes."""
     if isinstance(ckpt, str):
-        ckpt = read_checkpoint(ckpt)
+        path, ckpt = ckpt, read_checkpoint(ckpt)
     for k in ('model', 'module', 'state_dict'):
         if isinstance(ckpt.get(k), dict):
             ckpt = ckpt[k]
             break
+    if not any(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise CheckpointError(f'{path}: holds no model weights (keys: {", ".join(list(ckpt)[:5])})')
     own = model.state_dict()
-    sd, unexpected = {}, []
+    sd, unexpected, misfit = {}, [], {}
     for key, v in ckpt.items():
         key = key.replace('module.', '').replace('_orig_mod.', '')
         if key not in own:
             key = next((new + key[len(old):] for old, new in RENAMES if key.startswith(old)), key)
         if key in own and own[key].shape == v.shape:
             sd[key] = v
+        elif key in own:
+            misfit[key] = f'checkpoint {tuple(v.shape)} vs model {tuple(own[key].shape)}'
+            unexpected.append(f'{key} (shape {tuple(v.shape)} != {tuple(own[key].shape)})')
         else:
-            unexpected.append(key if key not in own else f'{key} (shape {tuple(v.shape)} != {tuple(own[key].shape)})')
+            unexpected.append(key)
     missing = [k for k in own if k not in sd]
+    encoder = [k for k in own if k.startswith('encoder.')]
+    bad = [k for k in encoder if k in missing]
+    if bad:
+        raise CheckpointError(f'{path} does not fit this model: {len(encoder) - len(bad)}/{len(encoder)} encoder '
+                              f"tensors match; first misfit {bad[0]}: {misfit.get(bad[0], 'not in the checkpoint')}")
     model.load_state_dict(sd, strict=False)
     if verbose:
-        print(f'load_checkpoint: {len(sd)}/{len(own)} tensors loaded; missing {len(missing)}: '
-              f'{_short(missing)}; unexpected {len(unexpected)}: {_short(unexpected)}')
+        print(f'load_checkpoint: {path}: encoder {len(encoder)}/{len(encoder)} tensors, {len(sd)}/{len(own)} in all; '
+              f'new (initialised): {_groups(missing)}; not used: {_groups(unexpected)}')
     return missing, unexpected
 
 
-def _short(keys, n=6):
-    return '[' + ', '.join(keys[:n]) + (f', ... (+{len(keys) - n})' if len(keys) > n else '') + ']'
+def _groups(keys):  # 'decoders.time.blocks.0.attn.qkv.weight' -> 'decoders.time'; 'head.weight' -> 'head'
+    names = {'.'.join(k.split('.')[:2]) if k.startswith(('decoders.', 'encoder.')) else k.split('.')[0] for k in keys}
+    return ', '.join(sorted(names)) or 'none'
 
 # -----------------------------------------------------------------------------
 # FLOPs (matmuls and convolutions, 2 per multiply-add), for MFU

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, collate, dataset_info, init_distributed,
-                  launch, load_resume, load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0,
-                  restore, run_args, save_checkpoint, schedule, step_seed, sync, train_state, wrap)
+from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, collate, dataset_info, grad_scaler,
+                  init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader, normalize,
+                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed, sync, train_state,
+                  wrap)
 from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, flops_per_clip, load_checkpoint,
                    patchify, unnormalize, unpatchify)
 
@@ -111,7 +112,7 @@ def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
-    rank, world, device = init_distributed(args.device, 0 if args.bench else args.workers)
+    rank, world, device = init_distributed(args)
     ds, cfg = dataset_info(args.data), model_config(args)
     if args.bench:
         return bench(args, cfg, device)
@@ -132,7 +133,7 @@ def main(argv=None):
         load_checkpoint(raw, args.init)
     model = wrap(raw, device, world, args.compile)
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
-    scaler = torch.amp.GradScaler(enabled=args.amp == 'fp16' and device.type == 'cuda')
+    scaler = grad_scaler(device, args.amp)
     state = load_resume(args.out) if args.resume else None
     if state is not None:
         changed = [k for k, v in asdict(cfg).items() if state['config'].get(k) != v]
@@ -315,7 +316,7 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
 
 def bench(args, cfg, device, steps=None):
     steps = steps or (20 if device.type == 'cuda' else 3)
-    dtype = (AMP_DTYPES[args.amp] if device.type == 'cuda' else None) or torch.float32
+    dtype = AMP_DTYPES[args.amp] or torch.float32
     n = 8192 if device.type == 'cuda' else 2048                        # peak: a large matmul on this device
     a = torch.randn(n, n, device=device, dtype=dtype)
     for i in range(4):

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import ensure_demo, normalize, read_palette_png, sync, write_palette_png
-from model import PRESETS, ModelConfig, VideoClassifier, load_checkpoint, read_checkpoint
+from model import PRESETS, ModelConfig, VideoClassifier, checkpoint_config, load_checkpoint, read_checkpoint
 
 # ----------------------------------------------------------------------------------------------------------
 # DAVIS layout: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, ImageSets/2017/<split>.txt
@@ -293,9 +293,9 @@ def load_encoder(path, preset, device):
     if not os.path.isfile(path):
         raise SystemExit(f'no checkpoint at {path}: run `python pretrain.py` first (or pass --ckpt)')
     ck = read_checkpoint(path)
-    cfg = ModelConfig(**ck['config']) if 'config' in ck else ModelConfig(**PRESETS[preset])
+    cfg = checkpoint_config(ck, path) or ModelConfig(**PRESETS[preset])
     clf = VideoClassifier(cfg, num_classes=0)
-    load_checkpoint(clf, ck)
+    load_checkpoint(clf, ck, path=path)
     return clf.to(device).eval()
 
 

@@ -178,7 +178,7 @@ def test_videomae_finetune_layout_gives_identical_logits(tmp_path, capsys):
     model, cfg2, probe = FT.build_model(args, 8, FT.read_init(args.init))
     assert cfg2.img_size == 32 and cfg2.num_frames == 8 and not probe  # the demo preset's geometry
     out = capsys.readouterr().out
-    assert 'VideoMAE-layout' in out and 'missing 0: []; unexpected 0: []' in out
+    assert 'VideoMAE-layout' in out and 'new (initialised): none; not used: none' in out
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), native(x))
@@ -190,7 +190,8 @@ def test_finetune_steps_then_eval_only_reproduces_logged_accuracy(setup, capsys)
     root, _, pre = setup
     res = run(setup, 'ft')
     out = capsys.readouterr().out
-    assert 'init: MotionMAE checkpoint' in out and 'missing 4: [fc_norm.weight, fc_norm.bias, head.weight, head.bias]' in out
+    assert 'init: MotionMAE checkpoint' in out
+    assert 'new (initialised): fc_norm, head; not used: decoders.space, decoders.time, encoder.norm' in out
     logs = log_lines(root / 'ft' / 'log.jsonl')
     steps = [r for r in logs if 'loss' in r]
     assert [r['step'] for r in steps] == [2, 4] and all(np.isfinite(r['loss']) for r in steps)
@@ -273,6 +274,18 @@ def test_two_process_eval_gathers_each_video_once(setup, tmp_path):
     assert one['n_videos'] == two['n_videos'] == 7
     assert abs(one['nll'] - np.log(8)) > 0.01                         # not uniform scores
     assert two['top1'] == one['top1'] and two['nll'] == pytest.approx(one['nll'], rel=1e-5)
+
+
+def test_bf16_autocast_runs_on_cpu_with_fp32_weights(setup):
+    """--amp bf16 on CPU: the CUDA path (autocast), fp32 weights in the checkpoint; the same first batch gives a loss
+    that differs from fp32 by bf16 rounding only (equal would mean autocast never ran)."""
+    root = setup[0]
+    run(setup, 'amp32', '--device', 'cpu', '--amp', 'none')
+    run(setup, 'amp16', '--device', 'cpu', '--amp', 'bf16')
+    a, b = (log_lines(root / d / 'log.jsonl')[0]['loss'] for d in ('amp32', 'amp16'))
+    assert a != b and abs(a - b) < 0.02 * a, (a, b)
+    ck = torch.load(root / 'amp16' / 'ckpt.pt', weights_only=True)
+    assert all(v.dtype == torch.float32 for v in ck['model'].values() if v.is_floating_point())
 
 
 def test_bad_flag_and_missing_root_stop_with_one_line(tmp_path, monkeypatch, capsys):

@@ -216,6 +216,14 @@ def test_time_weight_zero_is_videomae():
     assert m(clips(cfg)[0])['loss'].isfinite()                    # no x_next needed
 
 
+def test_bf16_autocast_on_cpu_keeps_targets_and_loss_fp32():
+    import data
+    m = MotionMAE(tiny())
+    with data.autocast(torch.device('cpu'), 'bf16'):
+        out = m(*clips(m.cfg))
+    assert out['pred_time'].dtype == torch.bfloat16 and out['loss'].dtype == torch.float32
+
+
 def test_shared_vs_separate_parameter_difference():
     def count(mod):
         return sum(p.numel() for p in mod.parameters())
@@ -279,12 +287,40 @@ def test_videomae_training_checkpoint_with_namespace_loads_from_a_path(tmp_path)
     assert missing == [] and unexpected == []
 
 
-def test_load_reports_shape_mismatch():
-    m = MotionMAE(tiny())
-    sd = m.state_dict()
+def test_load_refuses_an_encoder_that_does_not_fit_and_reports_the_rest(capsys):
+    sd = MotionMAE(tiny()).state_dict()
     sd['encoder.patch_embed.proj.bias'] = torch.zeros(3)
-    missing, unexpected = M.load_checkpoint(MotionMAE(tiny()), sd)
-    assert missing == ['encoder.patch_embed.proj.bias'] and 'shape' in unexpected[0]
+    with pytest.raises(M.CheckpointError) as e:
+        M.load_checkpoint(MotionMAE(tiny()), sd, path='x.pt')
+    n = sum(k.startswith('encoder.') for k in sd)
+    assert str(e.value) == (f'x.pt does not fit this model: {n - 1}/{n} encoder tensors match; first misfit '
+                            'encoder.patch_embed.proj.bias: checkpoint (3,) vs model (192,)')
+    small = {k: v for k, v in MotionMAE(tiny()).state_dict().items() if not k.startswith('decoders.time.')}
+    with pytest.raises(M.CheckpointError, match=r'0/\d+ encoder tensors match; first misfit encoder.patch_embed'):
+        M.load_checkpoint(VideoClassifier(ModelConfig(**PRESETS['small']), 0), small)
+    capsys.readouterr()
+    missing, unexpected = M.load_checkpoint(MotionMAE(tiny()), small, path='x.pt')     # a new time decoder: fine
+    assert all(k.startswith('decoders.time.') for k in missing) and missing and not unexpected
+    assert capsys.readouterr().out.strip().endswith('new (initialised): decoders.time; not used: none')
+
+
+@pytest.mark.parametrize('kind', ['missing', 'truncated', 'text', 'empty', 'list', 'no tensors'])
+def test_unusable_checkpoint_files_are_one_line_errors(tmp_path, kind):
+    path = str(tmp_path / 'ck.pt')
+    torch.save({'model': MotionMAE(tiny()).state_dict()}, path)
+    raw = open(path, 'rb').read()
+    if kind == 'missing':
+        os.remove(path)
+    elif kind in ('truncated', 'text', 'empty'):
+        open(path, 'wb').write({'truncated': raw[:len(raw) // 2], 'text': b'hello\n', 'empty': b''}[kind])
+    else:
+        torch.save([1, 2] if kind == 'list' else {'model': {'step': 3}}, path)
+    with pytest.raises(M.CheckpointError) as e:
+        M.load_checkpoint(MotionMAE(tiny()), path, verbose=False)
+    msg = str(e.value)
+    assert path in msg and '\n' not in msg and isinstance(e.value, SystemExit), msg
+    assert {'missing': 'not found', 'truncated': 'truncated or corrupt', 'text': 'not a PyTorch checkpoint',
+            'empty': 'truncated or corrupt', 'list': 'holds a list', 'no tensors': 'holds no model weights'}[kind] in msg
 
 # --- VideoMAE interop: an independent re-statement of VideoMAE's forward on its own key layout
 
@@ -384,7 +420,7 @@ def test_model_imports_only_torch_and_stdlib():
     tree = ast.parse(open(M.__file__).read())
     mods = {a.name.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module.split('.')[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert mods <= {'torch', 'argparse', 'math', 'dataclasses'}, mods
+    assert mods <= {'torch', 'argparse', 'math', 'os', 'dataclasses'}, mods
 
 
 def test_training_step_compiles_as_one_graph_and_equals_eager():

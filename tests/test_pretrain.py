@@ -148,6 +148,17 @@ def test_a_registered_target_trains_logs_draws_and_round_trips(demo_root, tmp_pa
         pretrain.get_args(['--target-weights', 'nosuch=1'])
 
 
+def test_bf16_autocast_runs_on_cpu_with_fp32_weights(demo_root, tmp_path):
+    """--amp bf16 on CPU takes the CUDA path (autocast): the first step's loss (lr 0 in warmup: the same weights and
+    batch) differs from fp32 by bf16 rounding only; weights stay fp32 in the checkpoint."""
+    s32, _ = run(demo_root, tmp_path / 'fp32', '--epochs', '1', '--amp', 'none')
+    s16, ck = run(demo_root, tmp_path / 'bf16', '--epochs', '1', '--amp', 'bf16')
+    a, b = s32[0]['loss'], s16[0]['loss']
+    assert a != b and abs(a - b) < 0.02 * a, (a, b)
+    assert all(np.isfinite(s['loss']) for s in s16)
+    assert all(v.dtype == torch.float32 for v in ck['model'].values() if v.is_floating_point())
+
+
 def test_bad_flag_and_missing_root_give_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         pretrain.main(['--mask-type', 'checkerboard'])
