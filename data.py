@@ -46,6 +46,21 @@ DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; dem
     'demo': (2, False, 2, 3, 'dense', 32, 8, 8)}.items()}
 
 
+def clip_args(a):
+    """The clip geometry flags of both training scripts (argparse's add_argument `a`); None = the preset's."""
+    a('--img-size', type=int, help='crop side in pixels (VideoMAE: 224; demo 32)')
+    a('--num-frames', type=int, help='frames a clip (VideoMAE: 16; demo 8)')
+    a('--stride', type=int, help='frames between sampled frames (VideoMAE: 2 SSv2, 4 K400/UCF101; demo 2)')
+    a('--flip', action=argparse.BooleanOptionalAction, help='random horizontal flips (VideoMAE: on; SSv2, demo: off)')
+
+
+def fill_clip_args(args, *sources):
+    """Set each clip flag left at None from the first source (a dict) that has it."""
+    for k in ('img_size', 'num_frames', 'stride', 'flip'):
+        if getattr(args, k) is None:
+            setattr(args, k, next(s[k] for s in sources if k in s))
+
+
 def dataset_info(data):
     """The DATASETS preset of a --data value: its own, or 'list' for any list:<file>."""
     kind = 'list' if data.startswith('list:') else data

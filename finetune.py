@@ -28,9 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (VideoDataset, autocast, check_bad_share, dataset_info, grad_scaler, init_distributed, launch,
-                  load_resume, load_split, log_record, lr_at, make_loader, normalize, optimizer_step, print0, restore,
-                  run_args, save_checkpoint, schedule, step_seed, train_state, wrap)
+from data import (VideoDataset, autocast, check_bad_share, clip_args, dataset_info, fill_clip_args, grad_scaler,
+                  init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader, normalize,
+                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed, train_state, wrap)
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
 
@@ -79,6 +79,7 @@ def get_args(argv=None):
     a('--linear-probe', action='store_true', help='frozen encoder, BatchNorm + linear head (MAE protocol)')
     a('--eval-only', action='store_true', help='single-view val + multi-view test of --init (default <out>/ckpt.pt)')
     a('--out', default='out/finetune', help='checkpoint, log.jsonl, test_results.json, confusion.png')
+    clip_args(a)  # --img-size --num-frames --stride --flip: the checkpoint's, else the --data preset's (data.py)
     run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     args = p.parse_args(argv)
@@ -109,8 +110,11 @@ def build_model(args, num_classes, ck, resume=False):
     resume: ck is our own training state (loaded strictly); else any layout, reporting loaded and new tensors."""
     cfg = checkpoint_config(ck, args.init)
     if cfg is None:
-        ds = dataset_info(args.data)
-        cfg = ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'])
+        cfg = ModelConfig(**PRESETS[args.model])
+    # clip geometry: the flags, else the checkpoint's (its input size; the sampling of a run on the same --data)
+    run = ck.get('args') if isinstance(ck.get('args'), dict) and ck['args'].get('data') == args.data else {}
+    fill_clip_args(args, run, asdict(cfg) if 'config' in ck else {}, dataset_info(args.data))
+    cfg = replace(cfg, img_size=args.img_size, num_frames=args.num_frames)
     probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
     cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path)
     model = VideoClassifier(cfg, num_classes, dropout=0.0 if probe else args.dropout)
@@ -238,12 +242,24 @@ def metrics(scores, labels, num_classes):
                 nll=nll.item(), n_videos=len(labels)), conf
 
 
-def save_confusion(conf, path, px=512):
-    """Row-normalised confusion matrix as a PNG (true class down, predicted across; viridis), cv2 only."""
+def save_confusion(conf, path, classes, px=512):
+    """Row-normalised confusion matrix as a PNG (viridis, cv2 only): true classes down, their names on the left;
+    predicted across, the names on top, written upwards; at least 12 px a class."""
+    K, cell, font = len(classes), max(12, px // len(classes)), cv2.FONT_HERSHEY_PLAIN
     rows = conf.double() / conf.sum(1, keepdim=True).clamp(min=1)
-    K = conf.shape[0]
-    img = cv2.resize((rows.numpy() * 255).astype(np.uint8), (K * max(1, px // K),) * 2, interpolation=cv2.INTER_NEAREST)
-    cv2.imwrite(path, cv2.applyColorMap(img, cv2.COLORMAP_VIRIDIS))
+    img = cv2.resize((rows.numpy() * 255).astype(np.uint8), (K * cell,) * 2, interpolation=cv2.INTER_NEAREST)
+    names = ['true \\ predicted'] + [str(c)[:48] for c in classes]
+    m = max(cv2.getTextSize(n, font, 0.8, 1)[0][0] for n in names) + 8  # the margin that holds the names
+    out = np.full((m + K * cell, m + K * cell, 3), 255, np.uint8)
+    out[m:, m:] = cv2.applyColorMap(img, cv2.COLORMAP_VIRIDIS)
+    strip = np.full((K * cell, m, 3), 255, np.uint8)                   # the top names, drawn across, then turned
+    for k, name in enumerate(names[1:]):
+        y = k * cell + cell // 2 + 5
+        cv2.putText(out, name, (4, m + y), font, 0.8, (0, 0, 0), 1)
+        cv2.putText(strip, name, (4, y), font, 0.8, (0, 0, 0), 1)
+    out[:m, m:] = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    cv2.putText(out, names[0], (4, m - 6), font, 0.8, (0, 0, 0), 1)
+    cv2.imwrite(path, out)
 
 
 def run_test(args, fwd, samples, classes, cfg, device, rank, world):
@@ -264,16 +280,16 @@ def run_test(args, fwd, samples, classes, cfg, device, rank, world):
                        checkpoint=args.init if args.eval_only else os.path.join(args.out, 'ckpt.pt'))
         with open(os.path.join(args.out, 'test_results.json'), 'w') as fh:
             json.dump(res_all, fh, indent=1)
-        save_confusion(conf, os.path.join(args.out, 'confusion.png'))
+        save_confusion(conf, os.path.join(args.out, 'confusion.png'), classes)
     return res
 
 
 def dataset(args, cfg, samples, mode):
-    """[VideoMAE] finetuning sampling (SSv2 segments, else dense at the dataset's stride), RandAugment + random
-    erasing in training (none for a linear probe, as MAE's), flip per dataset (never SSv2)."""
+    """[VideoMAE] finetuning sampling (SSv2 segments, else dense at --stride), RandAugment + random erasing in
+    training (none for a linear probe, as MAE's), flips if --flip (build_model fills both: never on SSv2)."""
     ds, probe = dataset_info(args.data), args.linear_probe
-    return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=ds['stride'], sampling=ds['finetune_sampling'],
-                        img_size=cfg.img_size, flip=ds['flip'], test_clips=ds['test_clips'], test_crops=ds['test_crops'],
+    return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=args.stride, sampling=ds['finetune_sampling'],
+                        img_size=cfg.img_size, flip=args.flip, test_clips=ds['test_clips'], test_crops=ds['test_crops'],
                         rand_aug=not probe, erase_p=0.0 if probe else 0.25)
 
 # -----------------------------------------------------------------------------

@@ -37,6 +37,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # config
 
 
+class ConfigError(SystemExit):
+    """A model config that cannot work; one line (uncaught, the script exits with it, status 1)."""
+
+
 @dataclass
 class ModelConfig:
     img_size: int = 224
@@ -58,6 +62,11 @@ class ModelConfig:
     motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'
     learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
+
+    def __post_init__(self):
+        if self.img_size % self.patch_size or self.num_frames % self.tubelet_size:
+            raise ConfigError(f'img_size {self.img_size} / num_frames {self.num_frames} must be multiples of the '
+                              f'patch size {self.patch_size} / tubelet size {self.tubelet_size}')
 
     @property
     def grid(self):  # (t, h, w) of the training input

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, collate, dataset_info, grad_scaler,
-                  init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader, normalize,
-                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed, sync, train_state,
-                  wrap)
+from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, clip_args, collate, dataset_info,
+                  fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at,
+                  make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
+                  step_seed, sync, train_state, wrap)
 from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, flops_per_clip, load_checkpoint,
                    patchify, unnormalize, unpatchify)
 
@@ -73,6 +73,7 @@ def get_args(argv=None):
       help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
+    clip_args(a)  # --img-size --num-frames --stride --flip: the --data preset's where not given (data.py)
     run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
@@ -85,6 +86,7 @@ def get_args(argv=None):
     for k, v in {**DEFAULTS, **RECIPES[preset]}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    fill_clip_args(args, dataset_info(args.data))
     weights = [item.split('=') for item in args.target_weights.split(',') if item]
     if any(len(w) != 2 for w in weights):
         p.error(f'--target-weights {args.target_weights}: expected NAME=W[,NAME=W...]')
@@ -99,8 +101,7 @@ def get_args(argv=None):
 
 
 def model_config(args):
-    ds = dataset_info(args.data)
-    return ModelConfig(**PRESETS[args.model], img_size=ds['img_size'], num_frames=ds['num_frames'],
+    return ModelConfig(**PRESETS[args.model], img_size=args.img_size, num_frames=args.num_frames,
                        mask_ratio=args.mask_ratio, mask_type=args.mask_type, decoder=args.decoder,
                        time_weight=args.time_weight, target_weights=args.target_weights, motion_norm=args.motion_norm)
 
@@ -113,22 +114,22 @@ def main(argv=None):
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args.gpus)
     rank, world, device = init_distributed(args)
-    ds, cfg = dataset_info(args.data), model_config(args)
+    cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
     os.makedirs(args.out, exist_ok=True)
     samples, _ = load_split(args.data, args.data_root, 'train')
     if args.batch_size % args.repeat:
         raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
-    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=ds['stride'], motion_gap=args.motion_gap,
-                              img_size=cfg.img_size, repeat=args.repeat, flip=ds['flip'])
+    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=args.stride, motion_gap=args.motion_gap,
+                              img_size=cfg.img_size, repeat=args.repeat, flip=args.flip)
     loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
                          rank=rank, world=world)
     steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
 
     torch.manual_seed(args.seed)                                        # same initial weights on every rank
     raw = MotionMAE(cfg).to(device)
-    val = val_clips(args, raw, ds)                                      # every rank: the demo's barrier
+    val = val_clips(args, raw)                                          # every rank: the demo's barrier
     if args.init:
         load_checkpoint(raw, args.init)
     model = wrap(raw, device, world, args.compile)
@@ -226,7 +227,7 @@ def main(argv=None):
 # validation: losses on fixed held-out clips and a fixed mask, relative to predicting 0 [ours]
 
 
-def val_clips(args, raw, ds_info):
+def val_clips(args, raw):
     """The first --val-clips videos of the validation split, one clip each (item i is drawn with seed i: the same
     clips in every run), and a mask drawn with a fixed seed -> {'x', 'x_next': uint8, 'mask'}, or None."""
     try:
@@ -234,7 +235,7 @@ def val_clips(args, raw, ds_info):
     except SystemExit as e:                                             # a dataset without a validation split
         print0(f'no held-out losses ({e})')
         return None
-    ds = PretrainDataset(samples, num_frames=raw.cfg.num_frames, stride=ds_info['stride'], motion_gap=args.motion_gap,
+    ds = PretrainDataset(samples, num_frames=raw.cfg.num_frames, stride=args.stride, motion_gap=args.motion_gap,
                          img_size=raw.cfg.img_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -168,7 +168,7 @@ def write_results(res, out_dir, split='val'):
     with open(os.path.join(out_dir, 'results.json'), 'w') as f:
         json.dump(res, f, indent=1)
     print(f'J&F {res["J&F-Mean"]:.4f}  J {res["J-Mean"]:.4f}  F {res["F-Mean"]:.4f}  '
-          f'({len(res["per_object"])} objects; tables in {out_dir})')
+          f'({len(res["per_object"])} objects); outputs in {out_dir}')
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -306,7 +306,8 @@ def main(argv=None):
     add('--split', default='val', help='sequences of ImageSets/2017/<split>.txt [DAVIS official: val]')
     add('--sequences', default=None, help='comma-separated sequences instead of the whole split')
     add('--results-only', default=None, metavar='RES', help='score RES/<seq>/*.png without a model')
-    add('--output', default='out/davis', help='predicted PNGs, the CSVs and results.json [ours]')
+    add('--output', default=None, help='one folder for the PNGs, CSVs and results.json [ours: out/davis; '
+                                       'with --results-only RES: RES]')
     add('--ckpt', default='out/ckpt.pt', help='our checkpoint or a VideoMAE one [ours: the demo pretrain]')
     add('--model', default='base', choices=list(PRESETS), help='for a checkpoint without config [VideoMAE: base]')
     add('--short-side', type=int, default=None, help='[DINO: 480]; 0 = native size [ours: the demo default]')
@@ -319,7 +320,7 @@ def main(argv=None):
     add('--bound-th', type=float, default=0.008, help='F tolerance, share of the diagonal [DAVIS official]')
     add('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='[ours: GPU if present]')
     args = ap.parse_args(argv)
-
+    args.output = args.output or args.results_only or 'out/davis'
     clf = None if args.results_only else load_encoder(args.ckpt, args.model, args.device)
     demo = args.davis_root is None
     if demo:
@@ -329,6 +330,9 @@ def main(argv=None):
     if not os.path.isdir(args.davis_root):
         raise SystemExit(f'no DAVIS folder at {args.davis_root}')
     sequences = list_sequences(args.davis_root, args.split, args.sequences)
+    for name in (f'global_results-{args.split}.csv', f'per-sequence_results-{args.split}.csv', 'results.json'):
+        if os.path.exists(os.path.join(args.output, name)):               # an earlier run's: never beside new PNGs
+            os.remove(os.path.join(args.output, name))
     if clf is not None:
         torch.backends.cuda.matmul.allow_tf32 = True
         t_feat = t_prop = n = 0

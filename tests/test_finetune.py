@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import data
 import finetune as FT
+import pretrain
 from data import VideoDataset, ensure_demo
+import model as M
 from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, MotionMAE, VideoClassifier
 
 
@@ -204,7 +207,10 @@ def test_finetune_steps_then_eval_only_reproduces_logged_accuracy(setup, capsys)
     results = json.load(open(root / 'ft' / 'test_results.json'))
     assert results['views'] == '2x3' and results['n_videos'] == 8 and len(results['per_class']) == 8
     assert sum(map(sum, results['confusion'])) == 8
-    assert cv2.imread(str(root / 'ft' / 'confusion.png')).shape == (512, 512, 3)
+    img = cv2.imread(str(root / 'ft' / 'confusion.png'))         # 8 classes x 64 px, the names in a margin m
+    m = img.shape[0] - 512
+    assert img.shape == (512 + m, 512 + m, 3) and m > 50
+    assert (img[m:, :m] < 100).any() and (img[:m, m:] < 100).any()  # names on both axes (black text on white)
     # --eval-only of the saved checkpoint: the same single-view val as logged, the same multi-view test
     again = FT.main(['--data', 'ssv2', '--data-root', setup[1], '--out', str(root / 'ft'), '--eval-only',
                      '--batch-size', '4', '--workers', '0'])
@@ -286,6 +292,31 @@ def test_bf16_autocast_runs_on_cpu_with_fp32_weights(setup):
     assert a != b and abs(a - b) < 0.02 * a, (a, b)
     ck = torch.load(root / 'amp16' / 'ckpt.pt', weights_only=True)
     assert all(v.dtype == torch.float32 for v in ck['model'].values() if v.is_floating_point())
+
+
+def test_own_list_data_at_48px_8_frames_round_trips_its_geometry(setup, tmp_path):
+    """A list: dataset pretrained at 48 px x 8 frames, stride 1, no flips; finetuning reads all four back from the
+    checkpoint, and its clips have that geometry."""
+    demo = setup[1]
+    for split in ('train', 'val'):
+        with open(tmp_path / f'own_{split}.txt', 'w') as fh:
+            fh.writelines(f'{path} {label}\n' for path, label in data.load_split('ssv2', demo, split)[0])
+    own = f"list:{tmp_path / 'own_{split}.txt'}"
+    common = ['--data', own, '--model', 'tiny', '--batch-size', '4', '--epochs', '1', '--warmup-epochs', '1',
+              '--workers', '0', '--device', 'cpu', '--no-compile']
+    pretrain.main(common + ['--img-size', '48', '--num-frames', '8', '--stride', '1', '--no-flip', '--val-clips', '2',
+                            '--out', str(tmp_path / 'pre')])
+    ck = torch.load(tmp_path / 'pre' / 'ckpt.pt', weights_only=True)
+    assert (ck['config']['img_size'], ck['config']['num_frames'], ck['args']['stride'], ck['args']['flip']) == (48, 8, 1, False)
+    assert M.MotionMAE(ModelConfig(**ck['config'])).decoders['space'].pos_embed.shape[1] == 4 * 6 * 6  # the grid
+    FT.main(common + ['--init', str(tmp_path / 'pre' / 'ckpt.pt'), '--out', str(tmp_path / 'ft')])
+    ft = torch.load(tmp_path / 'ft' / 'ckpt.pt', weights_only=True)
+    args = argparse.Namespace(**ft['args'])
+    assert (ft['config']['img_size'], ft['config']['num_frames'], args.stride, args.flip) == (48, 8, 1, False)
+    ds = FT.dataset(args, ModelConfig(**ft['config']), data.load_split(own, None, 'train')[0], 'train')
+    assert ds[0]['x'].shape == (3, 8, 48, 48) and (ds.stride, ds.flip) == (1, False)
+    with pytest.raises(SystemExit, match='must be multiples of the patch size 8'):
+        pretrain.main(common + ['--img-size', '50', '--out', str(tmp_path / 'bad')])
 
 
 def test_bad_flag_and_missing_root_stop_with_one_line(tmp_path, monkeypatch, capsys):

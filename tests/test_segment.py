@@ -256,3 +256,29 @@ def test_end_to_end_tiny_model(tmp_path):
         assert m.shape == (H, W) and m.max() <= 2 and (pal == palette).all()
     assert (read_palette_png(str(out / 'seq' / '00000.png')) == gt[0]).all()
     assert 0 <= res['J&F-Mean'] <= 1 and os.path.isfile(out / 'global_results-val.csv')
+
+
+def test_results_only_writes_beside_the_pngs_and_a_failed_run_leaves_no_old_result(tmp_path, capsys):
+    gt = squares(5, 64, 96, MOVING)
+    root = make_davis(tmp_path / 'davis', gt)
+    write_pngs(tmp_path / 'res' / 'seq', gt)
+    res = segment.main(['--davis-root', root, '--results-only', str(tmp_path / 'res')])   # no --output: RES
+    assert res['J&F-Mean'] == 1.0 and f"outputs in {tmp_path / 'res'}" in capsys.readouterr().out
+    assert {'results.json', 'global_results-val.csv', 'per-sequence_results-val.csv'} <= set(os.listdir(tmp_path / 'res'))
+    os.remove(tmp_path / 'res' / 'seq' / '00002.png')                # now the run fails: its folder keeps no result
+    with pytest.raises(SystemExit, match='missing mask'):
+        segment.main(['--davis-root', root, '--results-only', str(tmp_path / 'res')])
+    assert not any(f.endswith(('.csv', '.json')) for f in os.listdir(tmp_path / 'res'))
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
+    """A tiny encoder without its config, read as --model base: refused, not scored as a random encoder."""
+    torch.save({'model': VideoClassifier(ModelConfig(**PRESETS['tiny']), 0).state_dict()}, tmp_path / 'tiny.pt')
+    root = make_davis(tmp_path / 'davis', squares(5, 64, 96, MOVING))
+    with pytest.raises(SystemExit) as e:
+        segment.main(['--davis-root', root, '--ckpt', str(tmp_path / 'tiny.pt'), '--model', 'base', '--device', 'cpu',
+                      '--output', str(tmp_path / 'out')])
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'tiny.pt'} does not fit this model: 0/") and '\n' not in msg, msg
+    assert 'encoder.patch_embed.proj.weight: checkpoint (192, 3, 2, 8, 8) vs model (768, 3, 2, 16, 16)' in msg
+    assert not os.path.exists(tmp_path / 'out')
