@@ -199,10 +199,15 @@ def load_split(data, root, split):
             'trainlist01' if split == 'train' else 'testlist01'), kind)) if line.strip()]
         return [(os.path.join(root, 'UCF-101', r), index[r.split('/')[0].lower()]) for r in rel], classes
     samples = []  # VideoMAE's list format; a path may contain spaces
-    for line in open(_need(data[5:].replace('{split}', split), kind)):
-        if line.strip():
-            path, label = line.strip().rsplit(None, 1)
-            samples.append((os.path.join(root or '', path), int(label)))
+    listing = _need(data[5:].replace('{split}', split), kind)
+    for n, line in enumerate(open(listing), 1):
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) == 2 and parts[1].isdigit():
+            samples.append((os.path.join(root or '', parts[0]), int(parts[1])))
+        elif parts:
+            raise SystemExit(f'{listing}, line {n}: expected "<path> <label>" (label a class index), got {line.strip()!r}')
+    if not samples:
+        raise SystemExit(f'{listing}: no videos listed')
     return samples, [str(i) for i in range(max(label for _, label in samples) + 1)]
 
 
@@ -318,6 +323,10 @@ def check_bad_share(n_bad, n_seen, max_share=0.1, examples=(), world=1, device='
     return n_bad, n_seen
 
 
+class BadData(RuntimeError):
+    """Too many bad videos in a row: the loader (make_loader) turns it into a one-line exit, from workers too."""
+
+
 class _Videos(torch.utils.data.Dataset):
     """Key = index, or (index, item_seed) from ResumableSampler (an int key uses seed = index): all randomness comes
     from the seed, none from the worker. A bad video is replaced by the next in a seeded order of the others, warned
@@ -342,7 +351,7 @@ class _Videos(torch.utils.data.Dataset):
                     order = iter([int(j) for j in np.random.default_rng([seed, 2]).permutation(len(self))
                                   if j != index])
                 index = next(order, None)
-        raise RuntimeError(f'{len(bad)} videos in a row failed, e.g. {bad[:3]}: run `python data.py check`')
+        raise BadData(f'{len(bad)} videos in a row failed, e.g. {bad[:3]}: run `python data.py check`')
 
 
 class PretrainDataset(_Videos):
@@ -690,9 +699,17 @@ def _worker_init(*_):
     torch.set_num_threads(1)
 
 
+class _Loader(torch.utils.data.DataLoader):
+    def __iter__(self):  # BadData ends the run with its one line (a worker's comes wrapped in its traceback)
+        try:
+            yield from super().__iter__()
+        except BadData as e:
+            raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
+
+
 def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True):
     """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch."""
-    return torch.utils.data.DataLoader(
+    return _Loader(
         dataset, batch_size, sampler=ResumableSampler(len(dataset), shuffle, seed, rank, world), num_workers=workers,
         collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_worker_init,
         persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
@@ -937,4 +954,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    status = main()
+    sys.exit(1 if isinstance(status, int) and status else 0)  # check: 1 when a video is bad

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data import (AMP_DTYPES, PretrainDataset, autocast, check_bad_share, clip_args, collate, dataset_info,
+from data import (AMP_DTYPES, BadData, PretrainDataset, autocast, check_bad_share, clip_args, collate, dataset_info,
                   fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at,
                   make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
                   step_seed, sync, train_state, wrap)
@@ -239,7 +239,11 @@ def val_clips(args, raw):
                          img_size=raw.cfg.img_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return dict(collate([ds[i] for i in range(len(ds))]), mask=raw.draw_mask(len(ds), 'cpu')) if samples else None
+        try:
+            items = [ds[i] for i in range(len(ds))]
+        except BadData as e:
+            raise SystemExit(f'validation split: {e}') from None
+        return dict(collate(items), mask=raw.draw_mask(len(ds), 'cpu')) if samples else None
 
 
 @torch.no_grad()

@@ -272,3 +272,15 @@ def test_sampler_resumes_and_splits_ranks(tmp_path):
                                    for p, q in zip(again, batches[1:]))
     x = torch.zeros(2, 3, 1, 1, 1, dtype=torch.uint8)
     assert torch.allclose(data.normalize(x)[0, :, 0, 0, 0], -torch.tensor([.485, .456, .406]) / torch.tensor([.229, .224, .225]))
+
+
+@pytest.mark.parametrize('workers', [0, 1])
+def test_a_bad_list_line_and_only_bad_videos_stop_with_one_line(tmp_path, workers):
+    (tmp_path / 'l_train.txt').write_text('a.mp4 0\njustapath\n')
+    with pytest.raises(SystemExit, match=r'l_train.txt, line 2: expected "<path> <label>"'):
+        data.load_split(f"list:{tmp_path / 'l_{split}.txt'}", None, 'train')
+    bad = [(f'/nonexistent/{i}.mp4', 0) for i in range(6)]
+    loader = data.make_loader(data.PretrainDataset(bad, 8, 2, 1, 32), 2, workers, True, 0)
+    with pytest.raises(SystemExit) as e:                          # from a worker too: its line, not its traceback
+        next(iter(loader))
+    assert str(e.value).startswith('6 videos in a row failed, e.g.') and '\n' not in str(e.value), str(e.value)
