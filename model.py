@@ -62,6 +62,8 @@ class ModelConfig:
     motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'
     learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
+    decoder_mask_ratio: float = 0.0  # [VideoMAEv2-style, ours: random] share of hidden tokens the decoders skip
+    checkpoint_activations: bool = False  # recompute each encoder block in backward: memory for time
 
     def __post_init__(self):
         if self.img_size % self.patch_size or self.num_frames % self.tubelet_size:
@@ -152,6 +154,17 @@ def random_mask(B, grid, mask_ratio, device=None):
 def num_hidden(cfg):
     t, h, w = cfg.grid
     return t * int(cfg.mask_ratio * h * w) if cfg.mask_type == 'tube' else int(cfg.mask_ratio * t * h * w)
+
+
+def num_decoded(cfg):
+    """Hidden tokens the decoders reconstruct: all but int(decoder_mask_ratio · N_hid)."""
+    return num_hidden(cfg) - int(cfg.decoder_mask_ratio * num_hidden(cfg))
+
+
+def decoder_mask(mask, n_dec):
+    """A random n_dec of each clip's hidden tokens (mask True), drawn independently per clip. -> (B, N) bool"""
+    score = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)  # visible tokens sort last
+    return torch.zeros_like(mask).scatter_(1, score.argsort(dim=1)[:, :n_dec], True)
 
 # -----------------------------------------------------------------------------
 # targets: pure functions of the normalized clips; computed on the device in fp32
@@ -300,13 +313,21 @@ class Encoder(nn.Module):
     def forward(self, x, ids_keep=None):
         """x (B, C, T, H, W) normalized; ids_keep (B, N_vis) visible token indices or None (all)."""
         B, _, T, H, W = x.shape
-        u, p = self.cfg.tubelet_size, self.cfg.patch_size
-        x = self.patch_embed(x)                                            # (B, N, D)
-        x = x + resize_pos(self.pos_embed, self.cfg.grid, (T // u, H // p, W // p)).to(x.dtype)
-        if ids_keep is not None:
-            x = torch.gather(x, 1, ids_keep[..., None].expand(-1, -1, x.shape[-1]))  # (B, N_vis, D)
+        u, p, D = self.cfg.tubelet_size, self.cfg.patch_size, self.cfg.embed_dim
+        pos = resize_pos(self.pos_embed, self.cfg.grid, (T // u, H // p, W // p))  # (1, N, D)
+        if ids_keep is None:
+            x = self.patch_embed(x)                                        # (B, N, D)
+        else:  # [ours] only the visible tubelets are embedded: the Conv3d as one matmul over the gathered tubelets
+            tub = torch.gather(patchify(x, u, p), 1, ids_keep[..., None].expand(-1, -1, 3 * u * p * p))  # (B, N_vis, K)
+            w = self.patch_embed.proj.weight.permute(0, 2, 3, 4, 1).reshape(D, -1)  # (D, K): patchify's (u, p, p, C)
+            x = F.linear(tub, w, self.patch_embed.proj.bias)               # (B, N_vis, D)
+            pos = torch.gather(pos.expand(B, -1, -1), 1, ids_keep[..., None].expand(-1, -1, D))
+        x = x + pos.to(x.dtype)
         for blk in self.blocks:
-            x = blk(x)
+            if self.cfg.checkpoint_activations and torch.is_grad_enabled():  # keep the block's input only
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
         return self.norm(x)
 
 # -----------------------------------------------------------------------------
@@ -377,20 +398,27 @@ class MotionMAE(nn.Module):
         fn = tube_mask if self.cfg.mask_type == 'tube' else random_mask
         return fn(B, self.cfg.grid, self.cfg.mask_ratio, device)
 
-    def forward(self, x, x_next=None, mask=None):
+    def forward(self, x, x_next=None, mask=None, dec_mask=None):
         """x, x_next: normalized (B, 3, T, H, W); x_next[:, :, i] is motion_gap raw frames after
-        x[:, :, i]. mask: (B, N) bool, True = hidden, same count per sample; drawn when None."""
+        x[:, :, i]. mask: (B, N) bool, True = hidden, same count per sample; drawn when None.
+        dec_mask: the hidden tokens the decoders reconstruct and the losses cover, a subset of mask with the same
+        count per sample; when None, drawn (decoder_mask_ratio > 0) or all of mask."""
         B = x.shape[0]
         if mask is None:
-            mask, n_hid = self.draw_mask(B, x.device), num_hidden(self.cfg)   # static count: compiles
-        elif torch.compiler.is_compiling():
-            n_hid = num_hidden(self.cfg)                                   # static: a mask drawn for this config
+            mask = self.draw_mask(B, x.device)
+        if dec_mask is None:
+            dec_mask = decoder_mask(mask, num_decoded(self.cfg)) if self.cfg.decoder_mask_ratio > 0 else mask
+        if torch.compiler.is_compiling():                                  # static counts: masks drawn for this config
+            n_hid, n_dec = num_hidden(self.cfg), num_decoded(self.cfg)
         else:
-            n_hid = int(mask[0].sum())
-            if not (mask.sum(dim=1) == n_hid).all():
-                raise ValueError('mask must hide the same number of tokens in every sample')
-        ids = torch.argsort(mask.to(torch.int8), dim=1, stable=True)      # visible first, raster order kept
-        ids_keep, ids_hid = ids[:, :-n_hid], ids[:, -n_hid:]               # (B, N_vis), (B, N_hid)
+            n_hid, n_dec = int(mask[0].sum()), int(dec_mask[0].sum())
+            if (mask.sum(1) != n_hid).any() or (dec_mask.sum(1) != n_dec).any() or (dec_mask & ~mask).any():
+                raise ValueError('masks must hide (and decode) the same number of tokens in every sample, and '
+                                 'dec_mask must be a subset of mask')
+        # visible tokens first, then the decoded hidden ones, then the skipped ones; raster order within each
+        ids = torch.argsort(mask.to(torch.int8) * 2 - dec_mask.to(torch.int8), dim=1, stable=True)
+        N_vis = ids.shape[1] - n_hid
+        ids_keep, ids_hid = ids[:, :N_vis], ids[:, N_vis:N_vis + n_dec]    # (B, N_vis), (B, N_dec)
         z = self.encoder(x, ids_keep)                                      # (B, N_vis, D)
         pred = {}
         for dec in self.decoders.values():
@@ -400,7 +428,7 @@ class MotionMAE(nn.Module):
             targets = {n: TARGETS[n](self.cfg, x, x_next) for n in self.weights}  # (B, N, K) fp32
         for n, w in self.weights.items():
             tgt = torch.gather(targets[n], 1, ids_hid[..., None].expand(-1, -1, targets[n].shape[-1]))
-            out[f'loss_{n}'] = F.mse_loss(pred[n].float(), tgt)             # mean over hidden tokens
+            out[f'loss_{n}'] = F.mse_loss(pred[n].float(), tgt)             # mean over decoded hidden tokens
             out[f'pred_{n}'] = pred[n]
             loss = loss + w * out[f'loss_{n}']
         out['loss'] = loss
@@ -557,15 +585,16 @@ def flops_per_clip(cfg, train=True):
     two matmuls); training = forward + backward = 3× forward, except the tubelet embedding whose
     input needs no gradient (2×). Agrees with torch's FlopCounterMode on the forward pass."""
     t, h, w = cfg.grid
-    N, n_hid, K = t * h * w, num_hidden(cfg), 3 * cfg.tubelet_size * cfg.patch_size ** 2
-    n_vis, D, Dd, r = N - n_hid, cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
+    n_vis, n_dec, K = t * h * w - num_hidden(cfg), num_decoded(cfg), 3 * cfg.tubelet_size * cfg.patch_size ** 2
+    D, Dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
 
     def blocks(n, d, depth):  # qkv + proj + mlp, then q·k and attn·v
         return depth * (2 * n * d * d * (4 + 2 * r) + 4 * n * n * d)
 
     dims = target_dims(cfg, target_weights(cfg))                          # {name: K_n}, one head each
-    n_dec = len(dims) if cfg.decoder == 'separate' else 1
-    embed = 2 * N * K * D
-    body = blocks(n_vis, D, cfg.depth) + n_dec * (2 * n_vis * D * Dd + blocks(N, Dd, cfg.decoder_depth))
-    body += sum(2 * n_hid * Dd * K_n for K_n in dims.values())
+    decoders = len(dims) if cfg.decoder == 'separate' else 1
+    embed = 2 * n_vis * K * D                                             # the visible tubelets only
+    body = blocks(n_vis, D, cfg.depth)
+    body += decoders * (2 * n_vis * D * Dd + blocks(n_vis + n_dec, Dd, cfg.decoder_depth))  # visible + decoded
+    body += sum(2 * n_dec * Dd * K_n for K_n in dims.values())
     return int(2 * embed + 3 * body) if train else int(embed + body)

@@ -28,8 +28,8 @@ from data import (AMP_DTYPES, BadData, PretrainDataset, autocast, check_bad_shar
                   fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at,
                   make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
                   step_seed, sync, train_state, wrap)
-from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, flops_per_clip, load_checkpoint,
-                   patchify, unnormalize, unpatchify)
+from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, decoder_mask, flops_per_clip,
+                   load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset (DESIGN §4); 'demo' is ours, sized for 2 CPU cores
@@ -71,6 +71,9 @@ def get_args(argv=None):
     a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
     a('--motion-norm', default='clip', choices=['clip', 'patch', 'none'],
       help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
+    a('--decoder-mask-ratio', type=float, default=0.0,
+      help='share of hidden tokens the decoders skip, drawn at random (paper: 0; VideoMAEv2: 0.5)')
+    a('--checkpoint-activations', action='store_true', help='recompute encoder blocks in backward (ours: off)')
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
     clip_args(a)  # --img-size --num-frames --stride --flip: the --data preset's where not given (data.py)
@@ -78,8 +81,10 @@ def get_args(argv=None):
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 11)')
-    a('--val-clips', type=int, default=64, help='held-out clips scored each epoch with a fixed mask (ours: 64; 0 = off)')
+    a('--val-clips', type=int, default=64,
+      help='held-out clips scored each epoch with a fixed mask (ours: 64; 0 = off)')
     a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
+    a('--bench-steps', type=int, help='timed steps a variant (ours: 20 on CUDA, 3 on CPU)')
     args = p.parse_args(argv)
     args.data = args.data or ('k400' if args.bench else 'demo')
     preset = args.data if args.data in RECIPES else 'k400'
@@ -103,7 +108,8 @@ def get_args(argv=None):
 def model_config(args):
     return ModelConfig(**PRESETS[args.model], img_size=args.img_size, num_frames=args.num_frames,
                        mask_ratio=args.mask_ratio, mask_type=args.mask_type, decoder=args.decoder,
-                       time_weight=args.time_weight, target_weights=args.target_weights, motion_norm=args.motion_norm)
+                       time_weight=args.time_weight, target_weights=args.target_weights, motion_norm=args.motion_norm,
+                       decoder_mask_ratio=args.decoder_mask_ratio, checkpoint_activations=args.checkpoint_activations)
 
 # -----------------------------------------------------------------------------
 # training
@@ -137,7 +143,8 @@ def main(argv=None):
     scaler = grad_scaler(device, args.amp)
     state = load_resume(args.out) if args.resume else None
     if state is not None:
-        changed = [k for k, v in asdict(cfg).items() if state['config'].get(k) != v]
+        changed = [k for k, v in asdict(cfg).items()
+                   if state['config'].get(k) != v and k != 'checkpoint_activations']  # a memory setting may change
         if changed:
             raise SystemExit(f"{args.out}/ckpt.pt was trained with another model config ({', '.join(changed)}); "
                              'use another --out or --no-resume')
@@ -179,10 +186,13 @@ def main(argv=None):
             # masks are drawn for the whole global batch with rank 0's seed, so they are the same for any world size
             # and after a resume; the sampler deals videos to ranks in turn, so this rank's are every world-th row
             torch.manual_seed(step_seed(args.seed, step * args.accum + micro, rank=0))
-            mask = raw.draw_mask(B * world, device).view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
+            mask = raw.draw_mask(B * world, device)                     # (B·world, N)
+            dec = decoder_mask(mask, num_decoded(cfg)) if cfg.decoder_mask_ratio > 0 else mask
+            mask = mask.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
+            dec = dec.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
             last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
             with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
-                out = model(x, x_next, mask)
+                out = model(x, x_next, mask, dec)
                 scaler.scale(out['loss'] / args.accum).backward()
             for k in out:
                 if k.startswith('loss'):                                # loss and loss_<target>, means of the step
@@ -257,7 +267,7 @@ def validate(raw, val, device, amp, chunk):
         x, x_next = normalize(val['x'][i:i + chunk].to(device)), normalize(val['x_next'][i:i + chunk].to(device))
         mask = val['mask'][i:i + chunk].to(device)
         with autocast(device, amp):
-            out = raw(x, x_next, mask)
+            out = raw(x, x_next, mask, mask)                            # every hidden token, whatever the decoder mask
         hid, vis = mask[..., None].float(), (~mask)[..., None].float()  # (b, N, 1)
         for n in raw.weights:
             tgt = TARGETS[n](raw.cfg, x, x_next)                        # (b, N, K) fp32
@@ -284,7 +294,7 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
     cfg, u, p = raw.cfg, raw.cfg.tubelet_size, raw.cfg.patch_size
     was_training = raw.training
     raw.eval()
-    out = raw(x.float(), x_next.float(), mask)
+    out = raw(x.float(), x_next.float(), mask, mask)
     raw.train(was_training)
     B, K = x.shape[0], 3 * u * p * p
     pix = patchify(unnormalize(x), u, p)                               # (B, N, K) in [0, 1]
@@ -319,8 +329,10 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
 # benchmark: random clips, no data loading; clips/s, achieved FLOP/s, MFU, peak memory
 
 
-def bench(args, cfg, device, steps=None):
-    steps = steps or (20 if device.type == 'cuda' else 3)
+def bench(args, cfg, device):
+    """Every variant beside the configured one; memory: CUDA's peak allocated a variant, on CPU the process's
+    resident high-water mark so far (the first variant's own; run one config a process to compare)."""
+    steps, warmup = args.bench_steps or (20 if device.type == 'cuda' else 3), 2 if device.type == 'cuda' else 1
     dtype = AMP_DTYPES[args.amp] or torch.float32
     n = 8192 if device.type == 'cuda' else 2048                        # peak: a large matmul on this device
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -331,9 +343,12 @@ def bench(args, cfg, device, steps=None):
         a @ a
     sync(device)
     peak = 2 * n ** 3 * 3 / (time.time() - t)
-    print0(f'device {device}, {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s; batch {args.batch_size}, {steps} timed steps')
+    print0(f'device {device}, {dtype}, matmul peak {peak / 1e12:.2f} TFLOP/s; batch {args.batch_size}, '
+           f'{steps} timed steps')
     variants = {'configured': cfg, 'videomae (time-weight 0)': replace(cfg, time_weight=0.0, target_weights=None),
-                'shared decoder': replace(cfg, decoder='shared'), 'separate decoders': replace(cfg, decoder='separate')}
+                'shared decoder': replace(cfg, decoder='shared'), 'separate decoders': replace(cfg, decoder='separate'),
+                'decoder mask 0.5': replace(cfg, decoder_mask_ratio=0.5),
+                'checkpoint activations': replace(cfg, checkpoint_activations=True)}
     base = None
     for name, c in variants.items():
         if name != 'configured' and c == cfg:
@@ -345,8 +360,8 @@ def bench(args, cfg, device, steps=None):
         xn = x + 0.1 * torch.randn_like(x)
         if device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats()
-        for i in range(steps + 2):                                      # 2 warm-up steps (and compilation)
-            if i == 2:
+        for i in range(warmup + steps):                                 # warm-up (and compilation) first
+            if i == warmup:
                 sync(device)
                 t = time.time()
             with autocast(device, args.amp):

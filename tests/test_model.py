@@ -402,7 +402,8 @@ def test_videomae_finetune_checkpoint_gives_videomae_logits():
 # --- FLOPs and imports
 
 
-@pytest.mark.parametrize('kw', [dict(), dict(decoder='shared'), dict(time_weight=0.0, mask_type='random')])
+@pytest.mark.parametrize('kw', [dict(), dict(decoder='shared'), dict(time_weight=0.0, mask_type='random'),
+                                dict(decoder_mask_ratio=0.5)])
 def test_flop_count_matches_torch_flop_counter(kw):
     cfg = tiny(**kw)
     m = MotionMAE(cfg)
@@ -423,12 +424,65 @@ def test_model_imports_only_torch_and_stdlib():
     assert mods <= {'torch', 'argparse', 'math', 'os', 'dataclasses'}, mods
 
 
-def test_training_step_compiles_as_one_graph_and_equals_eager():
-    cfg = tiny()
+@pytest.mark.parametrize('r', [0.0, 0.5])
+def test_training_step_compiles_as_one_graph_and_equals_eager(r):
+    cfg = tiny(decoder_mask_ratio=r)
     m = MotionMAE(cfg)
     x, xn = clips(cfg)
     mask = m.draw_mask(2, x.device)
-    eager = m(x, xn, mask)
-    compiled = torch.compile(m, fullgraph=True)(x, xn, mask)     # static shapes: no graph break, no sync
+    dec = M.decoder_mask(mask, M.num_decoded(cfg))
+    eager = m(x, xn, mask, dec)
+    compiled = torch.compile(m, fullgraph=True)(x, xn, mask, dec)  # static shapes: no graph break, no sync
     torch.testing.assert_close(compiled['loss'], eager['loss'], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(compiled['pred_time'], eager['pred_time'], rtol=1e-4, atol=1e-5)
+
+
+# --- cheaper steps: visible-only embedding, decoder masking, activation checkpointing
+
+
+def test_visible_only_embedding_equals_embedding_every_tubelet_then_gathering():
+    cfg = tiny()
+    enc = MotionMAE(cfg).encoder
+    x = clips(cfg)[0]
+    mask = M.tube_mask(2, cfg.grid, cfg.mask_ratio)
+    ids_keep = torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, :int((~mask[0]).sum())]
+    full = enc.patch_embed(x) + enc.pos_embed                       # the Conv3d on every tubelet: (B, N, D)
+    ref = torch.gather(full, 1, ids_keep[..., None].expand(-1, -1, cfg.embed_dim))
+    for blk in enc.blocks:
+        ref = blk(ref)
+    torch.testing.assert_close(enc(x, ids_keep), enc.norm(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_mask_reconstructs_a_random_share_and_the_loss_covers_it_only():
+    cfg = tiny(decoder_mask_ratio=0.5)
+    m = MotionMAE(cfg)
+    x, xn = clips(cfg)
+    mask = m.draw_mask(2, x.device)
+    dec = M.decoder_mask(mask, M.num_decoded(cfg))
+    n_hid = M.num_hidden(cfg)
+    assert (dec.sum(1) == n_hid - n_hid // 2).all() and not (dec & ~mask).any() and not torch.equal(dec[0], dec[1])
+    out = m(x, xn, mask, dec)
+    for name, fn in M.TARGETS.items():
+        tgt = fn(cfg, x, xn)[dec].reshape(2, -1, tgt_dim(cfg))   # boolean indexing: raster order of decoded tokens
+        torch.testing.assert_close(out[f'loss_{name}'], ((out[f'pred_{name}'] - tgt) ** 2).mean())
+    full = MotionMAE(tiny())
+    full.load_state_dict(m.state_dict())
+    torch.testing.assert_close(full(x, xn, mask)['loss'], m(x, xn, mask, mask)['loss'])   # dec = mask: r = 0
+    assert m(x, xn, mask)['pred_space'].shape[1] == M.num_decoded(cfg)                  # drawn when not given
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    cfg = tiny(drop_path=0.1)                                      # random drop paths are replayed in backward
+    m = MotionMAE(cfg)
+    mc = MotionMAE(replace(cfg, checkpoint_activations=True))
+    mc.load_state_dict(m.state_dict())
+    x, xn = clips(cfg)
+    mask = m.draw_mask(2, x.device)
+    outs = []
+    for model in (m, mc):
+        torch.manual_seed(3)
+        outs.append(model(x, xn, mask)['loss'])
+        outs[-1].backward()
+    assert outs[0].item() == outs[1].item()
+    for (n, p), pc in zip(m.named_parameters(), mc.parameters()):
+        torch.testing.assert_close(p.grad, pc.grad, rtol=0, atol=0, msg=n)

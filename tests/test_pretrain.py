@@ -72,9 +72,10 @@ def test_resume_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch, 
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=0, atol=0)
 
 
-def test_two_gloo_processes_equal_one_process(demo_root, tmp_path):
-    one, ck1 = run(demo_root, tmp_path / 'one', '--epochs', '1', '--batch-size', '4')
-    two, ck2 = run(demo_root, tmp_path / 'two', '--epochs', '1', '--batch-size', '2', '--gpus', '2')
+@pytest.mark.parametrize('extra', [[], ['--decoder-mask-ratio', '0.5']])  # decoder masks drawn globally too
+def test_two_gloo_processes_equal_one_process(demo_root, tmp_path, extra):
+    one, ck1 = run(demo_root, tmp_path / 'one', '--epochs', '1', '--batch-size', '4', *extra)
+    two, ck2 = run(demo_root, tmp_path / 'two', '--epochs', '1', '--batch-size', '2', '--gpus', '2', *extra)
     assert abs(one[0]['loss'] - two[0]['loss']) < 1e-5
     torch.testing.assert_close(ck2['model'], ck1['model'], rtol=1e-4, atol=1e-5)
 
