@@ -126,7 +126,7 @@ def build_model(args, num_classes, ck, resume=False):
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith('head.')
     if resume:
-        if ck['config'] != asdict(cfg) or ck['linear_probe'] != probe:
+        if asdict(checkpoint_config(ck, args.out)) != asdict(cfg) or ck['linear_probe'] != probe:
             raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config or mode; '
                              'use another --out or --no-resume')
         model.load_state_dict(ck['model'])

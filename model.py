@@ -2,14 +2,14 @@
 MotionMAE: a video masked autoencoder that reconstructs, at every hidden token, both the pixels
 (space) and the frame difference (time) of its tubelet. Yang et al., arXiv 2210.04154.
 
-    model = MotionMAE(PRESETS['base'])                   # ViT-B encoder + two decoders
+    model = MotionMAE(ModelConfig(**PRESETS['base']))    # ViT-B encoder + two decoders
     out = model(x, x_next)                               # x, x_next: normalized (B, 3, T, H, W)
     out['loss'].backward()                               # L = L_space + time_weight * L_time
 
 With time_weight == 0 the time branch is not built and the model is exactly VideoMAE.
 
 Symbols: B batch, C=3 channels, T frames, H×W pixels, u tubelet size, p patch size,
-t=T/u, h=H/p, w=W/p, N=t·h·w tokens, N_vis visible tokens, N_hid hidden tokens,
+t=T/u, h=H/p, w=W/p, N=t·h·w tokens, N_vis visible tokens, N_hid hidden tokens, N_dec decoded hidden tokens,
 D encoder width, D_d decoder width, K = u·p·p·C values per token target.
 
 paper ↔ code
@@ -20,6 +20,8 @@ paper ↔ code
     §3.2 two decoders / shared decoder Decoder, MotionMAE(decoder='separate'|'shared')
     §3.2 L = L_space + λ L_time        MotionMAE.forward (any targets: TARGETS, target_weights)
     §4   optimizer, finetuning         configure_optimizer, VideoClassifier
+    beyond the paper [ours]            decoder_mask (decoder_mask_ratio), visible-only embedding and
+                                       checkpoint_activations in Encoder.forward
 """
 import argparse
 import math
@@ -349,7 +351,7 @@ class Decoder(nn.Module):
         self.heads = nn.ModuleDict({name: nn.Linear(Dd, K) for name, K in targets.items()})
 
     def forward(self, z, ids_keep, ids_hid):
-        """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_hid, K)} at the hidden tokens."""
+        """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_dec, K)} at the decoded hidden tokens ids_hid."""
         z = self.proj(z)                                                   # (B, N_vis, D_d)
         B, N_vis, Dd = z.shape
         pos = self.pos_embed.to(z.dtype).expand(B, -1, -1)                 # (B, N, D_d)
@@ -358,8 +360,8 @@ class Decoder(nn.Module):
         x = torch.cat([z + pos_vis, self.mask_token.to(z.dtype) + pos_hid], dim=1)  # (B, N, D_d)
         for blk in self.blocks:
             x = blk(x)
-        x = self.norm(x[:, N_vis:])                                        # (B, N_hid, D_d)
-        return {name: head(x) for name, head in self.heads.items()}       # (B, N_hid, K) each
+        x = self.norm(x[:, N_vis:])                                        # (B, N_dec, D_d)
+        return {name: head(x) for name, head in self.heads.items()}       # (B, N_dec, K) each
 
 # -----------------------------------------------------------------------------
 # MotionMAE: encoder + decoder(s) + L = L_space + λ L_time over hidden tokens
@@ -422,7 +424,7 @@ class MotionMAE(nn.Module):
         z = self.encoder(x, ids_keep)                                      # (B, N_vis, D)
         pred = {}
         for dec in self.decoders.values():
-            pred.update(dec(z, ids_keep, ids_hid))                         # {name: (B, N_hid, K)}
+            pred.update(dec(z, ids_keep, ids_hid))                         # {name: (B, N_dec, K)}
         out, loss = {'mask': mask}, 0.0
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
             targets = {n: TARGETS[n](self.cfg, x, x_next) for n in self.weights}  # (B, N, K) fp32

@@ -28,8 +28,8 @@ from data import (AMP_DTYPES, BadData, PretrainDataset, autocast, check_bad_shar
                   fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at,
                   make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
                   step_seed, sync, train_state, wrap)
-from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, configure_optimizer, decoder_mask, flops_per_clip,
-                   load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
+from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer, decoder_mask,
+                   flops_per_clip, load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset (DESIGN §4); 'demo' is ours, sized for 2 CPU cores
@@ -143,8 +143,8 @@ def main(argv=None):
     scaler = grad_scaler(device, args.amp)
     state = load_resume(args.out) if args.resume else None
     if state is not None:
-        changed = [k for k, v in asdict(cfg).items()
-                   if state['config'].get(k) != v and k != 'checkpoint_activations']  # a memory setting may change
+        saved = asdict(checkpoint_config(state, f'{args.out}/ckpt.pt'))  # fields it predates: their defaults
+        changed = [k for k, v in asdict(cfg).items() if saved[k] != v and k != 'checkpoint_activations']
         if changed:
             raise SystemExit(f"{args.out}/ckpt.pt was trained with another model config ({', '.join(changed)}); "
                              'use another --out or --no-resume')
