@@ -65,7 +65,7 @@ class ModelConfig:
     learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
     decoder_mask_ratio: float = 0.0  # [VideoMAEv2-style, ours: random] share of hidden tokens the decoders skip
-    checkpoint_activations: bool = False  # recompute each encoder block in backward: memory for time
+    checkpoint_activations: bool = False  # [ours] recompute each block (encoder, decoders) in backward
 
     def __post_init__(self):
         if self.img_size % self.patch_size or self.num_frames % self.tubelet_size:
@@ -284,6 +284,17 @@ class Block(nn.Module):
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
+def run_blocks(blocks, x, checkpoint=False):
+    """x through the blocks; with checkpoint (and gradients on) each block keeps only its input and is recomputed in
+    the backward pass, its drop paths replayed [ours: activation checkpointing, encoder and decoders]."""
+    for blk in blocks:
+        if checkpoint and torch.is_grad_enabled():
+            x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+        else:
+            x = blk(x)
+    return x
+
+
 class PatchEmbed(nn.Module):
     """Tubelet embedding: Conv3d with kernel = stride = (u, p, p)."""
     def __init__(self, cfg):
@@ -325,11 +336,7 @@ class Encoder(nn.Module):
             x = F.linear(tub, w, self.patch_embed.proj.bias)               # (B, N_vis, D)
             pos = torch.gather(pos.expand(B, -1, -1), 1, ids_keep[..., None].expand(-1, -1, D))
         x = x + pos.to(x.dtype)
-        for blk in self.blocks:
-            if self.cfg.checkpoint_activations and torch.is_grad_enabled():  # keep the block's input only
-                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
-            else:
-                x = blk(x)
+        x = run_blocks(self.blocks, x, self.cfg.checkpoint_activations)
         return self.norm(x)
 
 # -----------------------------------------------------------------------------
@@ -342,6 +349,7 @@ class Decoder(nn.Module):
     no unshuffle to raster order is needed, and the predictions come out in ids_hid order, the targets' order."""
     def __init__(self, cfg, targets):
         super().__init__()
+        self.cfg = cfg
         D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
         self.proj = nn.Linear(D, Dd, bias=False)            # VideoMAE's encoder_to_decoder
         self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
@@ -358,8 +366,7 @@ class Decoder(nn.Module):
         pos_vis = torch.gather(pos, 1, ids_keep[..., None].expand(-1, -1, Dd))
         pos_hid = torch.gather(pos, 1, ids_hid[..., None].expand(-1, -1, Dd))
         x = torch.cat([z + pos_vis, self.mask_token.to(z.dtype) + pos_hid], dim=1)  # (B, N, D_d)
-        for blk in self.blocks:
-            x = blk(x)
+        x = run_blocks(self.blocks, x, self.cfg.checkpoint_activations)
         x = self.norm(x[:, N_vis:])                                        # (B, N_dec, D_d)
         return {name: head(x) for name, head in self.heads.items()}       # (B, N_dec, K) each
 

@@ -8,6 +8,7 @@ The paper's recipe on 8 GPUs (per-dataset presets below; every flag overrides it
     python pretrain.py --data ssv2 --data-root /data/ssv2 --gpus 8
 Multi-node: torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 pretrain.py --data k400 ...
 VideoMAE baseline: --time-weight 0.  Benchmark on random clips: python pretrain.py --bench --model base
+A pretext target of your own: one function in model.TARGETS, then --target-weights NAME=W (README).
 Result of `python pretrain.py` on a 2-core CPU, seeds 0-2: 216-236 s (+13 s generating the dataset), 880 steps,
 held-out val_space_rel 0.61 (trivial rule 0.58), val_time_rel 1.000 (README: what the demo learns).
 """
@@ -73,7 +74,8 @@ def get_args(argv=None):
       help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
     a('--decoder-mask-ratio', type=float, default=0.0,
       help='share of hidden tokens the decoders skip, drawn at random (paper: 0; VideoMAEv2: 0.5)')
-    a('--checkpoint-activations', action='store_true', help='recompute encoder blocks in backward (ours: off)')
+    a('--checkpoint-activations', action='store_true',
+      help='recompute encoder and decoder blocks in backward: less memory, more time (ours: off)')
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
     clip_args(a)  # --img-size --num-frames --stride --flip: the --data preset's where not given (data.py)
@@ -332,7 +334,7 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8):
 def bench(args, cfg, device):
     """Every variant beside the configured one; memory: CUDA's peak allocated a variant, on CPU the process's
     resident high-water mark so far (the first variant's own; run one config a process to compare)."""
-    steps, warmup = args.bench_steps or (20 if device.type == 'cuda' else 3), 2 if device.type == 'cuda' else 1
+    steps, warmup = args.bench_steps or (20 if device.type == 'cuda' else 3), 2
     dtype = AMP_DTYPES[args.amp] or torch.float32
     n = 8192 if device.type == 'cuda' else 2048                        # peak: a large matmul on this device
     a = torch.randn(n, n, device=device, dtype=dtype)
