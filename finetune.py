@@ -262,13 +262,13 @@ def save_confusion(conf, path, classes, px=512):
     cv2.imwrite(path, out)
 
 
-def run_test(args, fwd, samples, classes, cfg, device, rank, world):
+def run_test(args, model, samples, classes, cfg, device, rank, world):
     """Full multi-view test [paper]: test_clips × test_crops views per video, softmax averaged. Prints top-1/top-5;
     rank 0 writes <out>/test_results.json (with per-class accuracy) and <out>/confusion.png."""
     ds = dataset_info(args.data)
     loader = make_loader(dataset(args, cfg, samples, 'test'), max(1, args.batch_size // 2), args.workers,
                          shuffle=False, seed=args.seed, rank=rank, world=world, drop_last=False)
-    _, scores, labels = predict(fwd, loader, device, args.amp, world)
+    _, scores, labels = predict(model, loader, device, args.amp, world)
     res, conf = metrics(scores, labels, len(classes))
     res['views'] = f"{ds['test_clips']}x{ds['test_crops']}"
     print0(f"test ({res['views']} views, {res['n_videos']} videos): top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}")

@@ -210,7 +210,9 @@ def time_target(cfg, x, x_next):
     if x_next is None:
         raise ValueError('the time target needs x_next (the +motion_gap partner frames)')
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
-    return m if cfg.motion_norm == 'none' else normalize_clip(m) if cfg.motion_norm == 'clip' else normalize_patches(m)
+    if cfg.motion_norm == 'clip':
+        return normalize_clip(m)
+    return normalize_patches(m) if cfg.motion_norm == 'patch' else m
 
 
 # A new pretext target is one function f(cfg, x, x_next) -> (B, N, K_f) fp32, any width K_f, and one entry here;
