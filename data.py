@@ -205,7 +205,8 @@ def load_split(data, root, split):
         if len(parts) == 2 and parts[1].isdigit():
             samples.append((os.path.join(root or '', parts[0]), int(parts[1])))
         elif parts:
-            raise SystemExit(f'{listing}, line {n}: expected "<path> <label>" (label a class index), got {line.strip()!r}')
+            raise SystemExit(f'{listing}, line {n}: expected "<path> <label>" (label a class index), '
+                             f'got {line.strip()!r}')
     if not samples:
         raise SystemExit(f'{listing}: no videos listed')
     return samples, [str(i) for i in range(max(label for _, label in samples) + 1)]

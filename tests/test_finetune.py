@@ -307,7 +307,8 @@ def test_own_list_data_at_48px_8_frames_round_trips_its_geometry(setup, tmp_path
     pretrain.main(common + ['--img-size', '48', '--num-frames', '8', '--stride', '1', '--no-flip', '--val-clips', '2',
                             '--out', str(tmp_path / 'pre')])
     ck = torch.load(tmp_path / 'pre' / 'ckpt.pt', weights_only=True)
-    assert (ck['config']['img_size'], ck['config']['num_frames'], ck['args']['stride'], ck['args']['flip']) == (48, 8, 1, False)
+    geometry = (ck['config']['img_size'], ck['config']['num_frames'], ck['args']['stride'], ck['args']['flip'])
+    assert geometry == (48, 8, 1, False)
     assert M.MotionMAE(ModelConfig(**ck['config'])).decoders['space'].pos_embed.shape[1] == 4 * 6 * 6  # the grid
     FT.main(common + ['--init', str(tmp_path / 'pre' / 'ckpt.pt'), '--out', str(tmp_path / 'ft')])
     ft = torch.load(tmp_path / 'ft' / 'ckpt.pt', weights_only=True)

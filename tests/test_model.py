@@ -319,8 +319,9 @@ def test_unusable_checkpoint_files_are_one_line_errors(tmp_path, kind):
         M.load_checkpoint(MotionMAE(tiny()), path, verbose=False)
     msg = str(e.value)
     assert path in msg and '\n' not in msg and isinstance(e.value, SystemExit), msg
-    assert {'missing': 'not found', 'truncated': 'truncated or corrupt', 'text': 'not a PyTorch checkpoint',
-            'empty': 'truncated or corrupt', 'list': 'holds a list', 'no tensors': 'holds no model weights'}[kind] in msg
+    expected = {'missing': 'not found', 'truncated': 'truncated or corrupt', 'text': 'not a PyTorch checkpoint',
+                'empty': 'truncated or corrupt', 'list': 'holds a list', 'no tensors': 'holds no model weights'}
+    assert expected[kind] in msg
 
 # --- VideoMAE interop: an independent re-statement of VideoMAE's forward on its own key layout
 

@@ -264,7 +264,8 @@ def test_results_only_writes_beside_the_pngs_and_a_failed_run_leaves_no_old_resu
     write_pngs(tmp_path / 'res' / 'seq', gt)
     res = segment.main(['--davis-root', root, '--results-only', str(tmp_path / 'res')])   # no --output: RES
     assert res['J&F-Mean'] == 1.0 and f"outputs in {tmp_path / 'res'}" in capsys.readouterr().out
-    assert {'results.json', 'global_results-val.csv', 'per-sequence_results-val.csv'} <= set(os.listdir(tmp_path / 'res'))
+    written = set(os.listdir(tmp_path / 'res'))
+    assert {'results.json', 'global_results-val.csv', 'per-sequence_results-val.csv'} <= written
     os.remove(tmp_path / 'res' / 'seq' / '00002.png')                # now the run fails: its folder keeps no result
     with pytest.raises(SystemExit, match='missing mask'):
         segment.main(['--davis-root', root, '--results-only', str(tmp_path / 'res')])
