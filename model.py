@@ -422,8 +422,9 @@ class MotionMAE(nn.Module):
         if torch.compiler.is_compiling():                                  # static counts: masks drawn for this config
             n_hid, n_dec = num_hidden(self.cfg), num_decoded(self.cfg)
         else:
-            n_hid, n_dec = int(mask[0].sum()), int(dec_mask[0].sum())
-            if (mask.sum(1) != n_hid).any() or (dec_mask.sum(1) != n_dec).any() or (dec_mask & ~mask).any():
+            hid, dec, stray = torch.stack([mask.sum(1), dec_mask.sum(1), (dec_mask & ~mask).sum(1)]).tolist()  # 1 sync
+            n_hid, n_dec = hid[0], dec[0]
+            if set(hid) != {n_hid} or set(dec) != {n_dec} or any(stray):
                 raise ValueError('masks must hide (and decode) the same number of tokens in every sample, and '
                                  'dec_mask must be a subset of mask')
         # visible tokens first, then the decoded hidden ones, then the skipped ones; raster order within each

@@ -190,8 +190,7 @@ def main(argv=None):
             torch.manual_seed(step_seed(args.seed, step * args.accum + micro, rank=0))
             mask = raw.draw_mask(B * world, device)                     # (B·world, N)
             dec = decoder_mask(mask, num_decoded(cfg)) if cfg.decoder_mask_ratio > 0 else mask
-            mask = mask.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
-            dec = dec.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1)
+            mask, dec = (m.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1) for m in (mask, dec))
             last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
             with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
                 out = model(x, x_next, mask, dec)

@@ -80,6 +80,17 @@ def test_two_gloo_processes_equal_one_process(demo_root, tmp_path, extra):
     torch.testing.assert_close(ck2['model'], ck1['model'], rtol=1e-4, atol=1e-5)
 
 
+def test_a_checkpoint_older_than_new_config_fields_resumes(demo_root, tmp_path):
+    """Config fields a checkpoint predates take their defaults when it is resumed, so it is not refused."""
+    run(demo_root, tmp_path, '--epochs', '1')
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    for k in ('target_weights', 'decoder_mask_ratio', 'checkpoint_activations'):
+        del ck['config'][k]
+    torch.save(ck, tmp_path / 'ckpt.pt')
+    steps, ck2 = run(demo_root, tmp_path, '--epochs', '2')
+    assert ck2['epoch'] == 2 and ck2['step'] == 2 * ck['step']
+
+
 def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeypatch):
     forward, calls = M.MotionMAE.forward, []
 
