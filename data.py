@@ -772,6 +772,14 @@ def init_distributed(args):
     return rank, world, dev
 
 
+def end_distributed(world):
+    """Leave the job: a barrier first, so that no rank closes its connections while another still reads from them
+    (gloo otherwise aborts a process at exit now and then)."""
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def print0(*a, **kw):
     if int(os.environ.get('RANK', 0)) == 0:
         print(*a, **kw, flush=True)

@@ -28,9 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import (VideoDataset, autocast, check_bad_share, clip_args, dataset_info, fill_clip_args, grad_scaler,
-                  init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader, normalize,
-                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed, train_state, wrap)
+from data import (VideoDataset, autocast, check_bad_share, clip_args, dataset_info, end_distributed, fill_clip_args,
+                  grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader,
+                  normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed,
+                  train_state, wrap)
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
 
@@ -325,8 +326,7 @@ def main(argv=None):
         val = validate()
         print0(f"val (1 view, {val['n_videos']} videos): top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
         test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
-        if world > 1:
-            torch.distributed.destroy_process_group()
+        end_distributed(world)
         return dict(val=val, test=test)
 
     loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
@@ -407,8 +407,7 @@ def main(argv=None):
         last_save = time.time()
     pbar.close()
     test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')
     return dict(val=val, test=test)
 

@@ -26,9 +26,9 @@ import torch
 from tqdm import tqdm
 
 from data import (AMP_DTYPES, BadData, PretrainDataset, autocast, check_bad_share, clip_args, collate, dataset_info,
-                  fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at,
-                  make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
-                  step_seed, sync, train_state, wrap)
+                  end_distributed, fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split,
+                  log_record, lr_at, make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint,
+                  schedule, step_seed, sync, train_state, wrap)
 from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer, decoder_mask,
                    flops_per_clip, load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
 
@@ -230,8 +230,7 @@ def main(argv=None):
         if rank == 0 and vis is not None and (epoch % args.vis_every == 0 or epoch == args.epochs):
             save_reconstruction(raw, *vis, os.path.join(args.out, f'recon_ep{epoch:03d}.png'))
     pbar.close()
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, log {args.out}/log.jsonl')
 
 # -----------------------------------------------------------------------------
