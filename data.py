@@ -387,15 +387,16 @@ class PretrainDataset(_Videos):
 
 class VideoDataset(_Videos):
     """Finetuning and evaluation [VideoMAE]: sampling 'dense' (num_frames at stride) or 'segment' (one frame of each
-    of num_frames segments). mode 'train': random resized crop, flip, RandAugment, random erasing; 'val': the centre
-    clip, short side -> img_size, centre crop; 'test': test_clips x test_crops views, the crops along the long side.
+    of num_frames segments). mode 'train': random resized crop (min_crop..1 of the area), flip, RandAugment, random
+    erasing; 'val': the centre clip, short side -> img_size, centre crop; 'test': test_clips x test_crops views, the
+    crops along the long side.
     Item: {'x': uint8 (3, T, S, S), in test (V, 3, T, S, S), 'label', 'index', 'bad': [paths]}."""
 
     def __init__(self, samples, mode, num_frames=16, stride=4, sampling='dense', img_size=224, flip=True,
-                 test_clips=5, test_crops=3, rand_aug=True, erase_p=0.25):
+                 test_clips=5, test_crops=3, rand_aug=True, erase_p=0.25, min_crop=0.08):
         self.samples, self.mode, self.num_frames, self.stride = samples, mode, num_frames, stride
         self.sampling, self.img_size, self.flip, self.test_clips = sampling, img_size, flip, test_clips
-        self.test_crops, self.rand_aug, self.erase_p = test_crops, rand_aug, erase_p
+        self.test_crops, self.rand_aug, self.erase_p, self.min_crop = test_crops, rand_aug, erase_p, min_crop
 
     def load(self, index, seed):
         T, S, train = self.num_frames, self.img_size, self.mode == 'train'
@@ -418,7 +419,8 @@ class VideoDataset(_Videos):
         rng, (H, W) = np.random.default_rng([seed, 1]), frames[0].shape[:2]
         if train:
             x, side = np.empty((3, T, S, S), np.uint8), min(H, W)
-            box = _random_box(rng, H, W, (0.08, 1), (3 / 4, 4 / 3)) or ((H - side) // 2, (W - side) // 2, side, side)
+            box = _random_box(rng, H, W, (self.min_crop, 1), (3 / 4, 4 / 3))
+            box = box or ((H - side) // 2, (W - side) // 2, side, side)
             _crop_resize(frames, idx[0], box, x, self.flip and rng.random() < 0.5)
             x = np.ascontiguousarray(x.transpose(1, 2, 3, 0))  # (T, S, S, 3) for the cv2 ops
             x = _erase(_rand_augment(x, rng) if self.rand_aug else x, rng, self.erase_p)

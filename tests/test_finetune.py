@@ -164,6 +164,38 @@ def test_test_views_count_order_and_crop_positions(tmp_path):
         assert torch.allclose(green[3 * c:3 * c + 3], green[3 * c].expand(3), atol=3)  # the crops share the clip
     assert green[3] > green[0] + 10                                  # the second clip is later
 
+def test_min_crop_bounds_the_training_crop(tmp_path):
+    """A 64x64 video whose red channel grows with x: with min_crop 0.9 every training crop spans at least
+    sqrt(0.9 * 3/4) of the width (its red range), with VideoMAE's 0.08 some crops span far less."""
+    path = str(tmp_path / 'v.avi')
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 64))
+    for _ in range(12):
+        img = np.zeros((64, 64, 3), np.uint8)
+        img[..., 2] = np.linspace(0, 255, 64)[None, :]
+        writer.write(img)
+    writer.release()
+
+    def spans(min_crop):
+        ds = VideoDataset([(path, 0)], 'train', num_frames=4, stride=1, img_size=16, flip=False, rand_aug=False,
+                          erase_p=0.0, min_crop=min_crop)
+        red = [ds.load(0, seed)['x'][0, 0].float() for seed in range(40)]
+        return torch.tensor([r.max() - r.min() for r in red])
+    wide, default = spans(0.9), spans(0.08)
+    assert wide.min() > 0.8 * 255 * 0.9, wide.min()                  # sqrt(0.9 * 0.75) = 0.82, less the edge pixels
+    assert default.min() < 0.5 * 255, default.min()
+
+
+def test_demo_recipe_head_init_and_augmentation():
+    """The demo finetunes with a head at the encoder's init scale, no RandAugment/erasing, crops >= half the frame;
+    the paper's datasets keep VideoMAE's (x 0.001, on, 0.08). The head's weights follow the scale."""
+    demo, k400 = FT.get_args(['--data', 'demo', '--init', '']), FT.get_args(['--data', 'k400', '--model', 'tiny'])
+    assert (demo.head_init_scale, demo.augment, demo.min_crop, demo.drop_path) == (1.0, False, 0.5, 0.0)
+    assert (k400.head_init_scale, k400.augment, k400.min_crop, k400.drop_path) == (0.001, True, 0.08, 0.1)
+    k400.img_size, k400.num_frames = 32, 4
+    stds = [FT.build_model(a, 8, {}, resume=False)[0].head.weight.std().item() for a in (demo, k400)]
+    assert 0.015 < stds[0] < 0.025 and 1e-5 < stds[1] < 3e-5, stds
+
+
 # --- checkpoint interop
 
 
