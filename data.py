@@ -448,6 +448,7 @@ DEMO_CLASSES = {  # template -> (dx, dy, turn, zoom): what moves, which way (tur
 # W x H, frames, fps [ours]: sized for a tiny model on 2 CPU cores (32 px crops, 8 frames at stride 2 with their
 # +1 partners fit 24 frames with a random start); 12 fps as SSv2; 80 + 10 videos per class, seconds to generate
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (40, 32), 24, 12
+DEMO_VERSION = 2  # the generator's; a demo written by another version is generated anew
 
 
 def _colours(rng, n=2, apart=120):
@@ -458,18 +459,21 @@ def _colours(rng, n=2, apart=120):
             return c
 
 
-def _texture(rng, H, W):
-    """A smooth two-colour background at full contrast: a linear ramp in a random direction plus 0-2 broad soft
-    blobs; no grain, nothing finer than about a third of the image. Most patches then share one normalised pattern
-    (the ramp), the foothold from which masked reconstruction starts to learn in a few hundred steps; on a field
-    without one (random smooth blobs) it stayed at predicting 0 for 750 steps (README) [ours]."""
-    yy, xx = (np.mgrid[:H, :W].astype(np.float32) - np.float32([[[H / 2]], [[W / 2]]])) / max(H, W)
+def _texture(rng, H, W, span=None):
+    """A smooth two-colour background: a linear ramp in a random direction plus 0-2 broad soft blobs; no grain,
+    nothing finer than about a third of `span` (default the larger side), which the ramp crosses at full contrast
+    (the central span x span window is scaled to 0..1; beyond it the ramp saturates). Most patches then share one
+    normalised pattern (the ramp), the foothold from which masked reconstruction starts to learn in a few hundred
+    steps; on a field without one (random smooth blobs) it stayed at predicting 0 for 750 steps (README) [ours]."""
+    span = span or max(H, W)
+    yy, xx = (np.mgrid[:H, :W].astype(np.float32) - np.float32([[[H / 2]], [[W / 2]]])) / span
     angle = rng.uniform(0, 2 * np.pi)
     w = xx * np.cos(angle) + yy * np.sin(angle)
     for _ in range(rng.integers(3)):
         (bx, by), s = rng.uniform(-.5, .5, 2), rng.uniform(.15, .3)
         w = w + rng.uniform(-.6, .6) * np.exp(-((xx - bx) ** 2 + (yy - by) ** 2) / (2 * s * s))
-    w = ((w - w.min()) / (w.max() - w.min() + 1e-6))[..., None]
+    centre = w[(np.abs(yy) <= .5) & (np.abs(xx) <= .5)]
+    w = ((w - centre.min()) / (centre.max() - centre.min() + 1e-6)).clip(0, 1)[..., None]
     c = _colours(rng)
     return c[0] * w + c[1] * (1 - w)
 
@@ -505,25 +509,36 @@ def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
         labels[rgba[..., 3] > 127] = k
 
 
+def _view(canvas, x, y, angle, scale, W, H):
+    """The camera: the W x H window at the canvas centre, the scene shifted by (x, y) px on screen, turned by `angle`
+    degrees (counter-clockwise) and scaled by `scale` about the window centre; reflected beyond the canvas."""
+    C = canvas.shape[0]
+    M = cv2.getRotationMatrix2D((C / 2, C / 2), angle, scale)
+    M[:, 2] += (W / 2 - C / 2 + x, H / 2 - C / 2 + y)
+    return cv2.warpAffine(canvas, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 def _demo_video(rng, motion):
-    """The frames of one demo video: a still smooth background and one large striped object (about half the frame
-    high) moving 1-2 px, turning 6-12 degrees or scaling 3-5% a frame, drawn at twice the size and area-averaged.
-    Every parameter has the same distribution in every class at a random frame (positions wrap around the borders,
-    angles are uniform, a still size is the zoom classes' size at a random frame), so one frame cannot tell the
-    class; the motion can."""
+    """The frames of one demo video: a scene (a smooth background and one large striped object, about half the frame
+    high) that moves as a whole, as under a moving camera: 1-2 px a frame, 6-12 degrees or 3-5% of its size a frame,
+    drawn at twice the size and area-averaged. Motion over the whole frame is what lets masked reconstruction learn
+    it: a hidden tube's pixels follow from the visible ones once the motion is known (README) [ours]. Every
+    parameter has the same distribution in every class at a random frame (a still shift, angle or size is the moving
+    classes' at a random frame), so one frame cannot tell the class; the motion can."""
     (W, H), F, (dx, dy, turn, zoom) = DEMO_SIZE, DEMO_FRAMES, motion
     W2, H2 = 2 * W, 2 * H
-    bg, (sprite, alpha) = _texture(rng, H2, W2), _sprite(rng, H2)
+    C = 2 * int(np.hypot(W2, H2) / .55)  # covers the window turned, zoomed out to 0.55 and shifted 46 px
+    canvas, (sprite, alpha) = _texture(rng, C, C, span=max(W2, H2)), _sprite(rng, H2)
+    (ox, oy), a0 = rng.uniform(-.25, .25, 2) * (W2, H2), rng.uniform(0, 360)
+    _paste(canvas, None, sprite, alpha, C / 2 + ox, C / 2 + oy, a0, 1.0)
     t = np.arange(F) - (F - 1) / 2  # around the middle frame: the class pairs are time-reverses of each other
-    v, w, k = 2 * rng.uniform(1, 2), rng.uniform(6, 12), rng.uniform(.03, .05)  # px (at 2x), degrees, log-size
-    x, y, a = rng.uniform(0, W2) + dx * v * t, rng.uniform(0, H2) + dy * v * t, rng.uniform(0, 360) + turn * w * t
-    size = np.exp(rng.uniform(np.log(.5), np.log(.7)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
-    frames = []
-    for i in range(F):
-        img = bg.copy()
-        _paste(img, None, sprite, alpha, x[i], y[i], a[i], size[i])
-        frames.append(cv2.resize(img, (W, H), interpolation=cv2.INTER_AREA).round().clip(0, 255).astype(np.uint8))
-    return frames
+    v, w, k = 2 * rng.uniform(1, 2, 3), rng.uniform(6, 12), rng.uniform(.03, .05)  # px (at 2x), degrees, log-size
+    x = dx * v[0] * t if dx else np.full(F, v[0] * rng.choice(t))
+    y = dy * v[1] * t if dy else np.full(F, v[1] * rng.choice(t))
+    a = rng.uniform(0, 360) + turn * w * t
+    size = np.exp(rng.uniform(np.log(.8), np.log(1.0)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
+    return [cv2.resize(_view(canvas, x[i], y[i], a[i], size[i], W2, H2), (W, H),
+                       interpolation=cv2.INTER_AREA).round().clip(0, 255).astype(np.uint8) for i in range(F)]
 
 
 def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
@@ -571,7 +586,7 @@ def _write_video(path, frames):
 def ensure_demo(root=None, per_class=None, seed=0):
     """Generate the demo dataset in root (default DEMO_ROOT) unless it is there; -> root. Deterministic in seed:
     per_class (train, val) videos of each class (default (80, 10)) in the SSv2 layout, and the DAVIS layout in
-    root/davis. With per_class None an existing demo of any size is used as it is."""
+    root/davis. With per_class None an existing demo of any size is used as it is, if this generator wrote it."""
     root = root or DEMO_ROOT
     dist = torch.distributed.is_initialized()
     if dist and torch.distributed.get_rank() != 0:   # under DDP rank 0 generates, the others wait, then read
@@ -585,10 +600,11 @@ def ensure_demo(root=None, per_class=None, seed=0):
 
 
 def _ensure_demo(root, per_class, seed):
-    if per_class is None and os.path.exists(os.path.join(root, 'demo.json')):
+    marker = os.path.join(root, 'demo.json')
+    if per_class is None and os.path.exists(marker) and json.load(open(marker)).get('version') == DEMO_VERSION:
         return root
     per_class = per_class or (80, 10)
-    stamp, marker = json.dumps({'per_class': list(per_class), 'seed': seed}), os.path.join(root, 'demo.json')
+    stamp = json.dumps({'per_class': list(per_class), 'seed': seed, 'version': DEMO_VERSION})
     if os.path.exists(marker) and open(marker).read() == stamp:
         return root
     if os.path.isdir(root) and os.listdir(root) and not os.path.exists(marker):
