@@ -8,7 +8,7 @@ scored like the official evaluator (it equals its numbers to 1e-6 on ../shared/d
 CPU demo:       python pretrain.py && python segment.py
 Full DAVIS:     python segment.py --davis-root DAVIS --ckpt out/ckpt.pt   (one GPU; there is nothing to shard)
 Score any method's PNGs:  python segment.py --davis-root DAVIS --results-only path/to/results
-Result of `python pretrain.py --seed S && python segment.py` on a 2-core CPU, seeds 0-2: 3 s, J&F 0.46-0.47 on the
+Result of `python pretrain.py --seed S && python segment.py` on a 2-core CPU, seeds 0-2: 3 s, J&F 0.50-0.53 on the
 3 demo sequences (7 objects) with the demo's tiny model; a random encoder scores 0.65-0.67 (README).
 """
 import argparse
