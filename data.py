@@ -527,7 +527,7 @@ def _demo_video(rng, motion):
     classes' at a random frame), so one frame cannot tell the class; the motion can."""
     (W, H), F, (dx, dy, turn, zoom) = DEMO_SIZE, DEMO_FRAMES, motion
     W2, H2 = 2 * W, 2 * H
-    C = 2 * int(np.hypot(W2, H2) / .55)  # covers the window turned, zoomed out to 0.55 and shifted 46 px
+    C = 2 * int(np.hypot(W2, H2) / .55)  # the window turned and zoomed out to 0.55; farther views see it reflected
     canvas, (sprite, alpha) = _texture(rng, C, C, span=max(W2, H2)), _sprite(rng, H2)
     (ox, oy), a0 = rng.uniform(-.25, .25, 2) * (W2, H2), rng.uniform(0, 360)
     _paste(canvas, None, sprite, alpha, C / 2 + ox, C / 2 + oy, a0, 1.0)
