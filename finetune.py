@@ -294,11 +294,10 @@ def dataset(args, cfg, samples, mode):
     """[VideoMAE] finetuning sampling (SSv2 segments, else dense at --stride), random crops of at least --min-crop of
     the area, RandAugment + random erasing with --augment (never for a linear probe, as MAE's), flips if --flip
     (build_model fills it: never on SSv2)."""
-    ds, probe = dataset_info(args.data), args.linear_probe
+    ds, augment = dataset_info(args.data), args.augment and not args.linear_probe
     return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=args.stride, sampling=ds['finetune_sampling'],
                         img_size=cfg.img_size, flip=args.flip, test_clips=ds['test_clips'], test_crops=ds['test_crops'],
-                        rand_aug=args.augment and not probe, erase_p=0.25 if args.augment and not probe else 0.0,
-                        min_crop=args.min_crop)
+                        rand_aug=augment, erase_p=0.25 if augment else 0.0, min_crop=args.min_crop)
 
 # -----------------------------------------------------------------------------
 # training
