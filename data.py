@@ -760,13 +760,18 @@ def launch(main, argv, gpus):
     with socket.socket() as s:                                    # a free port on this machine
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    mp.spawn(_spawned, args=(main, list(sys.argv[1:] if argv is None else argv), gpus, port), nprocs=gpus)
+    try:
+        mp.spawn(_spawned, args=(main, list(sys.argv[1:] if argv is None else argv), gpus, port), nprocs=gpus)
+    except mp.ProcessExitedException as e:                       # a rank stopped; its own message is above
+        sys.exit(f'launch: {e}')
 
 
 def _spawned(rank, main, argv, world, port):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    main(argv)
+    main(argv)                                   # an exception still reaches mp.spawn, which reports it
+    sys.stdout.flush(), sys.stderr.flush()       # all work is written: leave without the interpreter's teardown,
+    os._exit(0)                                  # in which gloo's threads now and then abort a finished process
 
 
 def init_distributed(args):

@@ -314,6 +314,15 @@ def test_two_process_eval_gathers_each_video_once(setup, tmp_path):
     assert two['top1'] == one['top1'] and two['nll'] == pytest.approx(one['nll'], rel=1e-5)
 
 
+def test_two_process_bad_input_stops_with_one_line(tmp_path):
+    """A rank that stops on bad input ends `--gpus 2` with one line, not mp.spawn's traceback."""
+    for split in ('train', 'val'):
+        (tmp_path / f'{split}.txt').write_text('a.webm 0\nb.webm 1\n')
+    with pytest.raises(SystemExit, match=r'^launch: process \d terminated with exit code 1$'):
+        FT.main(['--data', f'list:{tmp_path}/{{split}}.txt', '--eval-only', '--init', str(tmp_path / 'missing.pt'),
+                 '--gpus', '2', '--workers', '0', '--device', 'cpu', '--out', str(tmp_path / 'o')])
+
+
 def test_bf16_autocast_runs_on_cpu_with_fp32_weights(setup):
     """--amp bf16 on CPU: the CUDA path (autocast), fp32 weights in the checkpoint; the same first batch gives a loss
     that differs from fp32 by bf16 rounding only (equal would mean autocast never ran)."""
