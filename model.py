@@ -12,13 +12,13 @@ Symbols: B batch, C=3 channels, T frames, H×W pixels, u tubelet size, p patch s
 t=T/u, h=H/p, w=W/p, N=t·h·w tokens, N_vis visible tokens, N_hid hidden tokens, N_dec decoded hidden tokens,
 D encoder width, D_d decoder width, K = u·p·p·C values per token target.
 
-paper ↔ code
-    §3.1 tube masking                  tube_mask, random_mask
-    §3.1 ViT encoder on visible tokens Encoder
+paper ↔ code (MotionMAE.forward runs these steps in this order)
+    §3.1 tube masking                  tube_mask, random_mask; check_masks
+    §3.1 ViT encoder on visible tokens MotionMAE.forward_encoder -> Encoder
+    §3.2 two decoders / shared decoder MotionMAE.forward_decoder -> Decoder (decoder='separate' | 'shared')
     §3.2 appearance (space) target     space_target
     §3.2 motion (time) target          time_target (frame difference x_{i+g} - x_i)
-    §3.2 two decoders / shared decoder Decoder, MotionMAE(decoder='separate'|'shared')
-    §3.2 L = L_space + λ L_time        MotionMAE.forward (any targets: TARGETS, target_weights)
+    §3.2 L = L_space + λ L_time        MotionMAE.forward_loss (any targets: TARGETS, target_weights)
     §4   optimizer, finetuning         configure_optimizer, VideoClassifier
     beyond the paper [ours]            decoder_mask (decoder_mask_ratio), visible-only embedding and
                                        checkpoint_activations in Encoder.forward
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+torch.serialization.add_safe_globals([argparse.Namespace])  # VideoMAE's training checkpoints pickle their args
 
 # -----------------------------------------------------------------------------
 # config
@@ -62,12 +63,13 @@ class ModelConfig:
     time_weight: float = 1.0      # λ [paper]; 0 = no time branch = VideoMAE
     target_weights: dict = None   # [ours] {name: weight} over TARGETS, overriding {space: 1, time: λ}; 0 = not built
     motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'
-    learned_pos: bool = False     # [ours] encoder position table learnable (initialised sinusoidal)
     drop_path: float = 0.0        # stochastic depth, max rate (finetuning: 0.1)
     decoder_mask_ratio: float = 0.0  # [VideoMAEv2-style, ours: random] share of hidden tokens the decoders skip
     checkpoint_activations: bool = False  # [ours] recompute each block (encoder, decoders) in backward
 
     def __post_init__(self):
+        assert self.mask_type in ('tube', 'random') and self.decoder in ('separate', 'shared')
+        assert self.motion_norm in ('clip', 'patch', 'none')
         if self.img_size % self.patch_size or self.num_frames % self.tubelet_size:
             raise ConfigError(f'img_size {self.img_size} / num_frames {self.num_frames} must be multiples of the '
                               f'patch size {self.patch_size} / tubelet size {self.tubelet_size}')
@@ -78,18 +80,14 @@ class ModelConfig:
                 self.img_size // self.patch_size)
 
 
-# encoder D/depth/heads; decoder D_d/depth/heads [VideoMAE]; 'tiny' is ours, for tests and the CPU demo
+# encoder D/depth/heads; decoder D_d/heads, depth 4 [VideoMAE]; 'tiny' is ours, for tests and the CPU demo
 PRESETS = {
-    'tiny': dict(patch_size=8, embed_dim=192, depth=4, num_heads=3,
-                 decoder_embed_dim=96, decoder_depth=2, decoder_num_heads=3),
-    'small': dict(embed_dim=384, depth=12, num_heads=6,
-                  decoder_embed_dim=192, decoder_depth=4, decoder_num_heads=3),
-    'base': dict(embed_dim=768, depth=12, num_heads=12,
-                 decoder_embed_dim=384, decoder_depth=4, decoder_num_heads=6),
-    'large': dict(embed_dim=1024, depth=24, num_heads=16,
-                  decoder_embed_dim=512, decoder_depth=4, decoder_num_heads=8),
-    'huge': dict(embed_dim=1280, depth=32, num_heads=16,
-                 decoder_embed_dim=640, decoder_depth=4, decoder_num_heads=8),
+    'tiny': dict(patch_size=8, embed_dim=192, depth=4, num_heads=3, decoder_embed_dim=96, decoder_num_heads=3,
+                 decoder_depth=2),
+    'small': dict(embed_dim=384, depth=12, num_heads=6, decoder_embed_dim=192, decoder_num_heads=3),
+    'base': dict(embed_dim=768, depth=12, num_heads=12, decoder_embed_dim=384, decoder_num_heads=6),
+    'large': dict(embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512, decoder_num_heads=8),
+    'huge': dict(embed_dim=1280, depth=32, num_heads=16, decoder_embed_dim=640, decoder_num_heads=8),
 }
 
 # -----------------------------------------------------------------------------
@@ -147,10 +145,8 @@ def tube_mask(B, grid, mask_ratio, device=None):
 
 
 def random_mask(B, grid, mask_ratio, device=None):
-    """Hide int(N·ρ) tokens drawn independently per token (an ablation). -> (B, N) bool."""
-    N = grid[0] * grid[1] * grid[2]
-    ids = torch.rand(B, N, device=device).argsort(dim=1)
-    return torch.zeros(B, N, dtype=torch.bool, device=device).scatter_(1, ids[:, :int(mask_ratio * N)], True)
+    """Hide int(N·ρ) tokens drawn independently per token (an ablation): a tube mask of one slot. -> (B, N) bool."""
+    return tube_mask(B, (1, 1, math.prod(grid)), mask_ratio, device)
 
 
 def num_hidden(cfg):
@@ -168,6 +164,17 @@ def decoder_mask(mask, n_dec):
     score = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)  # visible tokens sort last
     return torch.zeros_like(mask).scatter_(1, score.argsort(dim=1)[:, :n_dec], True)
 
+
+def check_masks(cfg, mask, dec_mask):
+    """-> (N_hid, N_dec): every sample must hide the same N_hid tokens and decode the same N_dec of them (dec_mask a
+    subset of mask), else ValueError. One device sync; none under torch.compile, where the config gives the counts."""
+    if torch.compiler.is_compiling():
+        return num_hidden(cfg), num_decoded(cfg)
+    hid, dec, stray = torch.stack([mask.sum(1), dec_mask.sum(1), (dec_mask & ~mask).sum(1)]).tolist()
+    if set(hid) != {hid[0]} or set(dec) != {dec[0]} or any(stray):
+        raise ValueError('masks must hide (and decode) as many tokens in every sample; dec_mask within mask')
+    return hid[0], dec[0]
+
 # -----------------------------------------------------------------------------
 # targets: pure functions of the normalized clips; computed on the device in fp32
 
@@ -181,10 +188,10 @@ def normalize_patches(v, C=3):
 
 
 def unnormalize(x):
-    """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1, 1)
-    return x.float() * std + mean
+    """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets. The statistics are
+    Python numbers, so no tensor is copied to the device at each call."""
+    stats = zip(IMAGENET_MEAN, IMAGENET_STD)
+    return torch.stack([x[:, c].float() * std + mean for c, (mean, std) in enumerate(stats)], dim=1)
 
 
 def space_target(cfg, x, x_next=None):
@@ -195,24 +202,18 @@ def space_target(cfg, x, x_next=None):
 MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise of still pixels in real video
 
 
-def normalize_clip(m, C=3):
-    """Per clip and channel: divide by the root mean square over all tokens + MOTION_FLOOR; no mean removed."""
-    v = m.reshape(*m.shape[:2], -1, C)                                    # (B, N, u·p·p, C)
-    return (v / (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)).reshape(m.shape)
-
-
 def time_target(cfg, x, x_next):
-    """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels. -> (B, N, K)
-    Normalisation [ours], motion_norm: 'clip' (default) one scale per clip and channel, so still and near-still
-    tubelets stay near 0 instead of lifting codec noise to unit variance as 'patch' (per tubelet, like pixels)
-    does: on real Kinetics clips 'patch' puts about half of the target's energy on tubelets whose raw difference
-    std is under 2 grey levels, 'clip' under 1% (README); 'none' the raw difference."""
+    """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels. -> (B, N, K). [ours] motion_norm
+    'clip': one scale per clip and channel (EXPERIMENTS.md: motion normalisation); 'patch' per tubelet; 'none'."""
     if x_next is None:
         raise ValueError('the time target needs x_next (the +motion_gap partner frames)')
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
-    if cfg.motion_norm == 'clip':
-        return normalize_clip(m)
-    return normalize_patches(m) if cfg.motion_norm == 'patch' else m
+    if cfg.motion_norm == 'clip':                                         # / (RMS over the clip + MOTION_FLOOR)
+        v = m.reshape(*m.shape[:2], -1, 3)                                # (B, N, u·p·p, C)
+        return (v / (v.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + MOTION_FLOOR)).reshape(m.shape)
+    if cfg.motion_norm == 'patch':
+        return normalize_patches(m)
+    return m
 
 
 # A new pretext target is one function f(cfg, x, x_next) -> (B, N, K_f) fp32, any width K_f, and one entry here;
@@ -226,14 +227,8 @@ def target_weights(cfg):
     w = {'space': 1.0, 'time': cfg.time_weight, **(cfg.target_weights or {})}
     unknown = sorted(set(w) - set(TARGETS))
     if unknown:
-        raise ValueError(f'unknown target {", ".join(unknown)}: model.TARGETS has {", ".join(TARGETS)}')
+        raise ConfigError(f'unknown target {", ".join(unknown)}: model.TARGETS has {", ".join(TARGETS)}')
     return {n: float(w[n]) for n in TARGETS if w.get(n, 0) > 0}
-
-
-def target_dims(cfg, names):
-    """{name: K_n}, each target's values per token, read off one zero clip of the configured size."""
-    x = torch.zeros(1, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
-    return {n: TARGETS[n](cfg, x, x).shape[-1] for n in names}
 
 # -----------------------------------------------------------------------------
 # transformer blocks (VideoMAE parameter names, so its checkpoints load)
@@ -257,33 +252,25 @@ class Attention(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(B, N, C))          # (B, N, C)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
 def drop_path(x, p, training):
-    """Stochastic depth: drop the residual branch per sample with probability p."""
-    if p == 0.0 or not training:
-        return x
-    keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - p)
-    return x * keep / (1 - p)
+    """Stochastic depth: the residual branch x dropped per sample with probability p, kept ones scaled by 1/(1-p)."""
+    return x * F.dropout(x.new_ones(x.shape[0], *[1] * (x.ndim - 1)), p, training) if p > 0 and training else x
 
 
 class Block(nn.Module):
     def __init__(self, dim, num_heads, mlp_ratio, drop_path=0.0):
         super().__init__()
-        self.norm1, self.attn = nn.LayerNorm(dim, eps=1e-6), Attention(dim, num_heads)
-        self.norm2, self.mlp = nn.LayerNorm(dim, eps=1e-6), Mlp(dim, int(dim * mlp_ratio))
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = nn.ModuleDict(dict(fc1=nn.Linear(dim, hidden), fc2=nn.Linear(hidden, dim)))  # GELU between
         self.drop_path = drop_path
 
     def forward(self, x):
         x = x + drop_path(self.attn(self.norm1(x)), self.drop_path, self.training)
-        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path, self.training)
+        mlp = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
+        return x + drop_path(mlp, self.drop_path, self.training)
 
 
 def run_blocks(blocks, x, checkpoint=False):
@@ -297,16 +284,6 @@ def run_blocks(blocks, x, checkpoint=False):
     return x
 
 
-class PatchEmbed(nn.Module):
-    """Tubelet embedding: Conv3d with kernel = stride = (u, p, p)."""
-    def __init__(self, cfg):
-        super().__init__()
-        k = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)
-        self.proj = nn.Conv3d(3, cfg.embed_dim, kernel_size=k, stride=k)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, T, H, W) -> (B, N, D)
-
 # -----------------------------------------------------------------------------
 # encoder: embed -> add position -> keep visible tokens -> blocks -> norm
 
@@ -315,12 +292,10 @@ class Encoder(nn.Module):
     def __init__(self, cfg, final_norm=True):
         super().__init__()
         self.cfg = cfg
-        self.patch_embed = PatchEmbed(cfg)
+        k = (cfg.tubelet_size, cfg.patch_size, cfg.patch_size)                # tubelet embedding: kernel = stride
+        self.patch_embed = nn.ModuleDict(dict(proj=nn.Conv3d(3, cfg.embed_dim, kernel_size=k, stride=k)))
         table = sinusoid_table(math.prod(cfg.grid), cfg.embed_dim)[None]  # (1, N, D)
-        if cfg.learned_pos:
-            self.pos_embed = nn.Parameter(table)
-        else:
-            self.register_buffer('pos_embed', table, persistent=False)    # [VideoMAE] not in checkpoints
+        self.register_buffer('pos_embed', table, persistent=False)        # [VideoMAE] fixed, not in checkpoints
         dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()         # rising linearly with depth
         self.blocks = nn.ModuleList(Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, d) for d in dpr)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6) if final_norm else nn.Identity()
@@ -331,7 +306,7 @@ class Encoder(nn.Module):
         u, p, D = self.cfg.tubelet_size, self.cfg.patch_size, self.cfg.embed_dim
         pos = resize_pos(self.pos_embed, self.cfg.grid, (T // u, H // p, W // p))  # (1, N, D)
         if ids_keep is None:
-            x = self.patch_embed(x)                                        # (B, N, D)
+            x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)       # (B, N, D)
         else:  # [ours] only the visible tubelets are embedded: the Conv3d as one matmul over the gathered tubelets
             tub = torch.gather(patchify(x, u, p), 1, ids_keep[..., None].expand(-1, -1, 3 * u * p * p))  # (B, N_vis, K)
             w = self.patch_embed.proj.weight.permute(0, 2, 3, 4, 1).reshape(D, -1)  # (D, K): patchify's (u, p, p, C)
@@ -346,28 +321,27 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """targets: {name: K_n}, one linear head each. Tokens go in as [visible, hidden] with each token's own position
-    added (gathered with the same indices), as VideoMAE concatenates them: attention does not care about order, so
-    no unshuffle to raster order is needed, and the predictions come out in ids_hid order, the targets' order."""
+    """targets: {name: K_n}, one linear head each. Tokens go in as [visible, decoded hidden], each with its own position
+    added, as VideoMAE does (attention ignores order: no unshuffle); predictions come out in ids_dec order."""
     def __init__(self, cfg, targets):
         super().__init__()
         self.cfg = cfg
         D, Dd = cfg.embed_dim, cfg.decoder_embed_dim
         self.proj = nn.Linear(D, Dd, bias=False)            # VideoMAE's encoder_to_decoder
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, Dd))
+        self.mask_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, 1, Dd), std=0.02))
         self.register_buffer('pos_embed', sinusoid_table(math.prod(cfg.grid), Dd)[None], persistent=False)
         self.blocks = nn.ModuleList(Block(Dd, cfg.decoder_num_heads, cfg.mlp_ratio) for _ in range(cfg.decoder_depth))
         self.norm = nn.LayerNorm(Dd, eps=1e-6)
         self.heads = nn.ModuleDict({name: nn.Linear(Dd, K) for name, K in targets.items()})
 
-    def forward(self, z, ids_keep, ids_hid):
-        """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_dec, K)} at the decoded hidden tokens ids_hid."""
+    def forward(self, z, ids_keep, ids_dec):
+        """z (B, N_vis, D) encoded visible tokens -> {target: (B, N_dec, K)} at the decoded hidden tokens ids_dec."""
         z = self.proj(z)                                                   # (B, N_vis, D_d)
         B, N_vis, Dd = z.shape
         pos = self.pos_embed.to(z.dtype).expand(B, -1, -1)                 # (B, N, D_d)
         pos_vis = torch.gather(pos, 1, ids_keep[..., None].expand(-1, -1, Dd))
-        pos_hid = torch.gather(pos, 1, ids_hid[..., None].expand(-1, -1, Dd))
-        x = torch.cat([z + pos_vis, self.mask_token.to(z.dtype) + pos_hid], dim=1)  # (B, N, D_d)
+        pos_dec = torch.gather(pos, 1, ids_dec[..., None].expand(-1, -1, Dd))
+        x = torch.cat([z + pos_vis, self.mask_token.to(z.dtype) + pos_dec], dim=1)  # (B, N_vis + N_dec, D_d)
         x = run_blocks(self.blocks, x, self.cfg.checkpoint_activations)
         x = self.norm(x[:, N_vis:])                                        # (B, N_dec, D_d)
         return {name: head(x) for name, head in self.heads.items()}       # (B, N_dec, K) each
@@ -376,75 +350,73 @@ class Decoder(nn.Module):
 # MotionMAE: encoder + decoder(s) + L = L_space + λ L_time over hidden tokens
 
 
-def init_weights(m):
-    """[VideoMAE] pretraining init: xavier-uniform linears with zero bias, LayerNorm (1, 0)."""
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+def init_linears(module, init):
+    """Every Linear of module: weight init(weight), bias 0 [VideoMAE]; LayerNorms keep PyTorch's (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            init(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 class MotionMAE(nn.Module):
     def __init__(self, cfg):
         super().__init__()
-        assert cfg.mask_type in ('tube', 'random') and cfg.decoder in ('separate', 'shared')
-        assert cfg.motion_norm in ('clip', 'patch', 'none')
         self.cfg = cfg
         self.weights = target_weights(cfg)                                 # {'space': 1, 'time': λ, ...}
         self.encoder = Encoder(cfg)
-        dims = target_dims(cfg, self.weights)                              # {name: K_n}
+        zero = torch.zeros(1, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+        dims = {n: TARGETS[n](cfg, zero, zero).shape[-1] for n in self.weights}  # {name: K_n}, values per token
         if cfg.decoder == 'separate':                                      # one independent decoder per target
             self.decoders = nn.ModuleDict({n: Decoder(cfg, {n: K}) for n, K in dims.items()})
-        else:  # one trunk, one head per target; registered as 'space' so that its names are the separate layout's
-            # space decoder (and VideoMAE's decoder.*): one RENAMES table and checkpoints load into either layout
-            self.decoders = nn.ModuleDict({'space': Decoder(cfg, dims)})
-        self.apply(init_weights)
-        for dec in self.decoders.values():
-            nn.init.trunc_normal_(dec.mask_token, std=0.02)
+        else:                                                              # one trunk, one head per target
+            self.decoders = nn.ModuleDict({'shared': Decoder(cfg, dims)})
+        init_linears(self, nn.init.xavier_uniform_)                       # [VideoMAE] pretraining init
 
     def draw_mask(self, B, device):
         fn = tube_mask if self.cfg.mask_type == 'tube' else random_mask
         return fn(B, self.cfg.grid, self.cfg.mask_ratio, device)
 
-    def forward(self, x, x_next=None, mask=None, dec_mask=None):
-        """x, x_next: normalized (B, 3, T, H, W); x_next[:, :, i] is motion_gap raw frames after
-        x[:, :, i]. mask: (B, N) bool, True = hidden, same count per sample; drawn when None.
-        dec_mask: the hidden tokens the decoders reconstruct and the losses cover, a subset of mask with the same
-        count per sample; when None, drawn (decoder_mask_ratio > 0) or all of mask."""
-        B = x.shape[0]
-        if mask is None:
-            mask = self.draw_mask(B, x.device)
-        if dec_mask is None:
-            dec_mask = decoder_mask(mask, num_decoded(self.cfg)) if self.cfg.decoder_mask_ratio > 0 else mask
-        if torch.compiler.is_compiling():                                  # static counts: masks drawn for this config
-            n_hid, n_dec = num_hidden(self.cfg), num_decoded(self.cfg)
-        else:
-            hid, dec, stray = torch.stack([mask.sum(1), dec_mask.sum(1), (dec_mask & ~mask).sum(1)]).tolist()  # 1 sync
-            n_hid, n_dec = hid[0], dec[0]
-            if set(hid) != {n_hid} or set(dec) != {n_dec} or any(stray):
-                raise ValueError('masks must hide (and decode) the same number of tokens in every sample, and '
-                                 'dec_mask must be a subset of mask')
-        # visible tokens first, then the decoded hidden ones, then the skipped ones; raster order within each
+    def forward_encoder(self, x, mask, dec_mask):
+        """Order the tokens: visible, then the decoded hidden ones, then the skipped ones (raster order within each);
+        encode the visible. -> z (B, N_vis, D), ids_keep (B, N_vis), ids_dec (B, N_dec)."""
+        n_hid, n_dec = check_masks(self.cfg, mask, dec_mask)
         ids = torch.argsort(mask.to(torch.int8) * 2 - dec_mask.to(torch.int8), dim=1, stable=True)
         N_vis = ids.shape[1] - n_hid
-        ids_keep, ids_hid = ids[:, :N_vis], ids[:, N_vis:N_vis + n_dec]    # (B, N_vis), (B, N_dec)
-        z = self.encoder(x, ids_keep)                                      # (B, N_vis, D)
-        pred = {}
-        for dec in self.decoders.values():
-            pred.update(dec(z, ids_keep, ids_hid))                         # {name: (B, N_dec, K)}
-        out, loss = {'mask': mask}, 0.0
+        ids_keep, ids_dec = ids[:, :N_vis], ids[:, N_vis:N_vis + n_dec]
+        return self.encoder(x, ids_keep), ids_keep, ids_dec
+
+    def forward_decoder(self, z, ids_keep, ids_dec):
+        """Every decoder (one per target, or the shared trunk) -> {target: (B, N_dec, K)} at ids_dec."""
+        return {n: p for dec in self.decoders.values() for n, p in dec(z, ids_keep, ids_dec).items()}
+
+    def forward_targets(self, x, x_next):
+        """{target: (B, N, K)} in fp32, without gradients, whatever the autocast around."""
         with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
-            targets = {n: TARGETS[n](self.cfg, x, x_next) for n in self.weights}  # (B, N, K) fp32
+            return {n: TARGETS[n](self.cfg, x, x_next) for n in self.weights}
+
+    def forward_loss(self, targets, pred, ids_dec):
+        """Per target the MSE over the decoded hidden tokens; loss = Σ weight · loss_n (L_space + λ L_time)."""
+        out, loss = {}, 0.0
         for n, w in self.weights.items():
-            tgt = torch.gather(targets[n], 1, ids_hid[..., None].expand(-1, -1, targets[n].shape[-1]))
-            out[f'loss_{n}'] = F.mse_loss(pred[n].float(), tgt)             # mean over decoded hidden tokens
+            tgt = torch.gather(targets[n], 1, ids_dec[..., None].expand(-1, -1, targets[n].shape[-1]))  # (B, N_dec, K)
+            out[f'loss_{n}'] = F.mse_loss(pred[n].float(), tgt)
             out[f'pred_{n}'] = pred[n]
             loss = loss + w * out[f'loss_{n}']
         out['loss'] = loss
         return out
+
+    def forward(self, x, x_next=None, mask=None, dec_mask=None):
+        """x, x_next: normalized (B, 3, T, H, W), x_next[:, :, i] motion_gap raw frames after x[:, :, i]. mask (B, N):
+        True = hidden, drawn when None; dec_mask: the hidden tokens decoded and scored, drawn when None (or = mask)."""
+        if mask is None:
+            mask = self.draw_mask(x.shape[0], x.device)                    # 1. mask
+        if dec_mask is None:
+            dec_mask = decoder_mask(mask, num_decoded(self.cfg)) if self.cfg.decoder_mask_ratio > 0 else mask
+        z, ids_keep, ids_dec = self.forward_encoder(x, mask, dec_mask)    # 2. encode: (B, N_vis, D)
+        pred = self.forward_decoder(z, ids_keep, ids_dec)                 # 3. decode: {name: (B, N_dec, K)}
+        targets = self.forward_targets(x, x_next)                         # 4. targets: {name: (B, N, K)}
+        return dict(self.forward_loss(targets, pred, ids_dec), mask=mask)  # 5. loss
 
 # -----------------------------------------------------------------------------
 # finetuning: encoder without masking -> mean pool -> fc_norm -> dropout -> head [VideoMAE]
@@ -458,20 +430,9 @@ class VideoClassifier(nn.Module):
         self.fc_norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cfg.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        for m in self.modules():                                           # [VideoMAE] finetune init
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        if num_classes > 0:
-            self.head.weight.data.mul_(init_scale)
-            self.head.bias.data.mul_(init_scale)
-
-    def features(self, x):
-        """Per-token features of the last block at any input size: (B, 3, T, H, W) -> (B, t, h, w, D)."""
-        B, _, T, H, W = x.shape
-        u, p = self.cfg.tubelet_size, self.cfg.patch_size
-        return self.encoder(x).reshape(B, T // u, H // p, W // p, -1)
+        init_linears(self, lambda w: nn.init.trunc_normal_(w, std=0.02))   # [VideoMAE] finetuning init
+        for p in self.head.parameters():                                   # [VideoMAE] init_scale 0.001
+            p.data.mul_(init_scale)
 
     def forward(self, x):
         x = self.encoder(x).mean(dim=1)                                    # (B, D)
@@ -482,17 +443,16 @@ class VideoClassifier(nn.Module):
 
 
 def configure_optimizer(model, lr, weight_decay, betas, layer_decay=1.0, fused=False):
-    """AdamW without weight decay on biases, norms, position tables and mask tokens [VideoMAE]. With layer_decay < 1
-    [BEiT, VideoMAE finetuning] encoder block i of L gets lr scale layer_decay^(L - i), the embedding
-    layer_decay^(L + 1), all after the encoder 1. Each group's 'lr_scale' multiplies the scheduled lr."""
+    """AdamW, no weight decay on biases, norms and mask tokens [VideoMAE]. Layer-wise lr decay [BEiT, VideoMAE]: block
+    i of L gets 'lr_scale' layer_decay^(L - i), the embedding layer_decay^(L + 1), the rest 1 (times the lr)."""
     L, groups = model.cfg.depth, {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        no_wd = p.ndim == 1 or name.endswith(('pos_embed', 'mask_token'))
+        no_wd = p.ndim == 1 or name.endswith('mask_token')
         if name.startswith('encoder.blocks.'):
             layer = int(name.split('.')[2]) + 1
-        elif name.startswith(('encoder.patch_embed', 'encoder.pos_embed')):
+        elif name.startswith('encoder.patch_embed'):
             layer = 0
         else:
             layer = L + 1
@@ -505,11 +465,13 @@ def configure_optimizer(model, lr, weight_decay, betas, layer_decay=1.0, fused=F
 # -----------------------------------------------------------------------------
 # checkpoints: ours ({'model', 'config', ...}) and VideoMAE's pretrain / finetune layouts
 
-# VideoMAE key prefix -> ours; tried in order, first match wins
+# VideoMAE key prefix -> ours, then the separate decoders' space trunk <-> the shared one; first match wins
 RENAMES = [('encoder_to_decoder.', 'decoders.space.proj.'), ('mask_token', 'decoders.space.mask_token'),
            ('decoder.head.', 'decoders.space.heads.space.'), ('decoder.', 'decoders.space.'),
            ('patch_embed.', 'encoder.patch_embed.'), ('blocks.', 'encoder.blocks.'),
-           ('pos_embed', 'encoder.pos_embed'), ('norm.', 'encoder.norm.')]
+           ('pos_embed', 'encoder.pos_embed'), ('norm.', 'encoder.norm.'),
+           ('decoders.space.', 'decoders.shared.'), ('decoders.shared.', 'decoders.space.')]
+RETIRED = {'learned_pos': False}  # config fields older checkpoints carry, at the value that changes nothing
 
 
 class CheckpointError(SystemExit):
@@ -523,8 +485,7 @@ def read_checkpoint(path):
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint {path}: not found')
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ck = torch.load(path, map_location='cpu', weights_only=True)
+        ck = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # the zip reader or unpickler ran out of bytes; else UnpicklingError, KeyError, OSError, ..
         what = 'truncated or corrupt' if isinstance(e, (RuntimeError, EOFError)) else 'not a PyTorch checkpoint'
         why = f'{type(e).__name__}: {(str(e).splitlines() or [""])[0][:80]}'
@@ -538,18 +499,17 @@ def checkpoint_config(ck, path):
     """The ModelConfig saved in one of our checkpoints, or None (VideoMAE's carry none)."""
     if 'config' not in ck:
         return None
-    unknown = sorted(set(ck['config']) - set(ModelConfig.__dataclass_fields__))
+    config = {k: v for k, v in ck['config'].items() if not (k in RETIRED and RETIRED[k] == v)}
+    unknown = sorted(set(config) - set(ModelConfig.__dataclass_fields__))
     if unknown:
         raise CheckpointError(f'checkpoint {path}: its config has fields this code does not know: {", ".join(unknown)}')
-    return ModelConfig(**ck['config'])
+    return ModelConfig(**config)
 
 
 def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
-    """Load our checkpoint or a VideoMAE pretrain/finetune one (a path, or a dict read from `path`) into a MotionMAE
-    or a VideoClassifier; 'module.'/'_orig_mod.' prefixes are stripped. Every encoder tensor of the model must load,
-    else CheckpointError names how many matched and the first misfit. Other tensors may be absent (a new head,
-    a time decoder new to a VideoMAE checkpoint: initialised) or left over (decoders, when finetuning): one line
-    says which. Returns (missing, unexpected) keys; shape mismatches are in unexpected, with both shapes."""
+    """Load ours or a VideoMAE pretrain/finetune checkpoint (a path, or a dict read from `path`) into a MotionMAE or a
+    VideoClassifier. Every encoder tensor must load, else CheckpointError names the first misfit; the rest may be new
+    (initialised) or left over, and one line says which. -> (missing, unexpected keys, misfits with both shapes)."""
     if isinstance(ckpt, str):
         path, ckpt = ckpt, read_checkpoint(ckpt)
     for k in ('model', 'module', 'state_dict'):
@@ -559,24 +519,24 @@ def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
     if not any(isinstance(v, torch.Tensor) for v in ckpt.values()):
         raise CheckpointError(f'{path}: holds no model weights (keys: {", ".join(list(ckpt)[:5])})')
     own = model.state_dict()
-    sd, unexpected, misfit = {}, [], {}
+    sd, unexpected = {}, []
     for key, v in ckpt.items():
         key = key.replace('module.', '').replace('_orig_mod.', '')
-        if key not in own:
-            key = next((new + key[len(old):] for old, new in RENAMES if key.startswith(old)), key)
+        for _ in range(2):                                             # VideoMAE's -> ours -> the other decoder layout
+            if key not in own:
+                key = next((new + key[len(old):] for old, new in RENAMES if key.startswith(old)), key)
         if key in own and own[key].shape == v.shape:
             sd[key] = v
-        elif key in own:
-            misfit[key] = f'checkpoint {tuple(v.shape)} vs model {tuple(own[key].shape)}'
-            unexpected.append(f'{key} (shape {tuple(v.shape)} != {tuple(own[key].shape)})')
-        else:
-            unexpected.append(key)
+        else:                                                          # left over, or a shape misfit
+            unexpected.append(f'{key} (checkpoint {tuple(v.shape)} vs model {tuple(own[key].shape)})' if key in own
+                              else key)
     missing = [k for k in own if k not in sd]
     encoder = [k for k in own if k.startswith('encoder.')]
     bad = [k for k in encoder if k in missing]
     if bad:
+        why = next((u for u in unexpected if u.startswith(bad[0] + ' (')), f'{bad[0]} (not in the checkpoint)')
         raise CheckpointError(f'{path} does not fit this model: {len(encoder) - len(bad)}/{len(encoder)} encoder '
-                              f"tensors match; first misfit {bad[0]}: {misfit.get(bad[0], 'not in the checkpoint')}")
+                              f'tensors match; first misfit {why}')
     model.load_state_dict(sd, strict=False)
     if verbose:
         print(f'load_checkpoint: {path}: encoder {len(encoder)}/{len(encoder)} tensors, {len(sd)}/{len(own)} in all; '
@@ -587,26 +547,3 @@ def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
 def _groups(keys):  # 'decoders.time.blocks.0.attn.qkv.weight' -> 'decoders.time'; 'head.weight' -> 'head'
     names = {'.'.join(k.split('.')[:2]) if k.startswith(('decoders.', 'encoder.')) else k.split('.')[0] for k in keys}
     return ', '.join(sorted(names)) or 'none'
-
-# -----------------------------------------------------------------------------
-# FLOPs (matmuls and convolutions, 2 per multiply-add), for MFU
-
-
-def flops_per_clip(cfg, train=True):
-    """Analytic FLOPs of one clip through MotionMAE. Forward counts every matmul/conv (attention as
-    two matmuls); training = forward + backward = 3× forward, except the tubelet embedding whose
-    input needs no gradient (2×). Agrees with torch's FlopCounterMode on the forward pass."""
-    t, h, w = cfg.grid
-    n_vis, n_dec, K = t * h * w - num_hidden(cfg), num_decoded(cfg), 3 * cfg.tubelet_size * cfg.patch_size ** 2
-    D, Dd, r = cfg.embed_dim, cfg.decoder_embed_dim, cfg.mlp_ratio
-
-    def blocks(n, d, depth):  # qkv + proj + mlp, then q·k and attn·v
-        return depth * (2 * n * d * d * (4 + 2 * r) + 4 * n * n * d)
-
-    dims = target_dims(cfg, target_weights(cfg))                          # {name: K_n}, one head each
-    decoders = len(dims) if cfg.decoder == 'separate' else 1
-    embed = 2 * n_vis * K * D                                             # the visible tubelets only
-    body = blocks(n_vis, D, cfg.depth)
-    body += decoders * (2 * n_vis * D * Dd + blocks(n_vis + n_dec, Dd, cfg.decoder_depth))  # visible + decoded
-    body += sum(2 * n_dec * Dd * K_n for K_n in dims.values())
-    return int(2 * embed + 3 * body) if train else int(embed + body)

@@ -201,7 +201,7 @@ def frame_features(clf, img, norm='ln'):
     dev = next(clf.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None]      # (3, 1, H', W') uint8
     x = normalize(x)[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1)                   # (1, 3, u, H', W')
-    f = clf.features(x)[0, 0]                                                               # (h, w, D)
+    f = clf.encoder(x).view(*[s // clf.cfg.patch_size for s in img.shape[:2]], -1)         # (h, w, D)
     if norm == 'ln':  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
         f = F.layer_norm(f, f.shape[-1:])
     return F.normalize(f, dim=-1)
