@@ -1,4 +1,4 @@
-"""MotionMAE data (DESIGN.md section 3): published dataset layouts, OpenCV decoding, clip sampling with the +g motion
+"""MotionMAE data: published dataset layouts, OpenCV decoding, clip sampling with the +g motion
 partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader. At its bottom, under
 their own banner, the run helpers both training scripts share (processes, AMP, lr schedule, seeds, the optimizer step,
 logs, checkpoint files): they sit here because data.py is the one module both scripts import besides model.py.
@@ -35,15 +35,17 @@ cv2.setNumThreads(1)
 
 # --- presets and normalisation
 
-_KEYS = ('stride', 'flip', 'test_clips', 'test_crops', 'finetune_sampling', 'img_size', 'num_frames', 'num_classes')
-DATASETS = {name: dict(zip(_KEYS, v)) for name, v in {  # [paper, VideoMAE]; demo [ours]
-    'ssv2': (2, False, 2, 3, 'segment', 224, 16, 174),  # no flip: labels say "left" and "right"
-    'k400': (4, True, 5, 3, 'dense', 224, 16, 400),
-    'ucf101': (4, True, 10, 3, 'dense', 224, 16, 101),
-    'list': (4, True, 5, 3, 'dense', 224, 16, None),  # any list:<file>; classes come from the file
-    # demo: 32 px, 8 frames with the tiny model's 8-px patches: (8/2)*4*4 = 64 tokens; dense sampling at the
-    # pretraining stride (finetuning sees the motion pretraining saw); no flip: the classes are directions
-    'demo': (2, False, 2, 3, 'dense', 32, 8, 8)}.items()}
+_VIDEOMAE = dict(stride=4, flip=True, test_clips=5, test_crops=3, finetune_sampling='dense', img_size=224,
+                 num_frames=16)
+DATASETS = {  # clip geometry, test views and finetuning sampling [paper, VideoMAE]; demo [ours]
+    'ssv2': dict(_VIDEOMAE, stride=2, flip=False, test_clips=2, finetune_sampling='segment'),  # labels say left/right
+    'k400': dict(_VIDEOMAE),
+    'ucf101': dict(_VIDEOMAE, test_clips=10),
+    'list': dict(_VIDEOMAE),  # any list:<file>
+    # demo: 8 frames of 32 px for the tiny model's 8-px patches (64 tokens), dense at the pretraining stride; no flip:
+    # the classes are directions
+    'demo': dict(_VIDEOMAE, stride=2, flip=False, test_clips=2, img_size=32, num_frames=8),
+}
 
 
 def clip_args(a):
@@ -71,10 +73,10 @@ def dataset_info(data):
 
 def normalize(x):
     """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
-    -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1, 1) * 255
-    return (x.float() - mean) / std
+    -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device. The
+    statistics are Python numbers, so no tensor is copied to the device at each call."""
+    stats = zip(IMAGENET_MEAN, IMAGENET_STD)
+    return torch.stack([(x.select(-4, c).float() - 255 * m) / (255 * s) for c, (m, s) in enumerate(stats)], dim=-4)
 
 
 # --- decoding: OpenCV, sequential grab(), retrieve() only needed frames; container frame counts are estimates
@@ -166,11 +168,10 @@ def _need(path, kind):
 def load_split(data, root, split):
     """(samples, classes) of split 'train' or 'val' read from the dataset's published layout; samples are (video
     path, class index). data: ssv2, k400, ucf101, demo (generated on first use) or list:<file>."""
+    dataset_info(data)                                               # a known --data
     if data == 'demo':
         data, root = 'ssv2', ensure_demo(root)
     kind = 'list' if data.startswith('list:') else data
-    if kind not in LAYOUTS:
-        raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
     if kind != 'list' and not (root and os.path.isdir(root)):
         raise SystemExit(f'{kind}: data root {root} not found; expected {LAYOUTS[kind]}')
     if kind == 'ssv2':  # class = the template without brackets, looked up in the labels file
@@ -462,9 +463,8 @@ def _colours(rng, n=2, apart=120):
 def _texture(rng, H, W, span=None):
     """A smooth two-colour background: a linear ramp in a random direction plus 0-2 broad soft blobs; no grain,
     nothing finer than about a third of `span` (default the larger side), which the ramp crosses at full contrast
-    (the central span x span window is scaled to 0..1; beyond it the ramp saturates). Most patches then share one
-    normalised pattern (the ramp), the foothold from which masked reconstruction starts to learn in a few hundred
-    steps; on a field without one (random smooth blobs) it stayed at predicting 0 for 750 steps (README) [ours]."""
+    (the central span x span window is scaled to 0..1; beyond it the ramp saturates). [ours] The ramp, one pattern
+    most patches share, is where masked reconstruction starts to learn (EXPERIMENTS.md: First demo: foothold)."""
     span = span or max(H, W)
     yy, xx = (np.mgrid[:H, :W].astype(np.float32) - np.float32([[[H / 2]], [[W / 2]]])) / span
     angle = rng.uniform(0, 2 * np.pi)
@@ -521,10 +521,8 @@ def _view(canvas, x, y, angle, scale, W, H):
 def _demo_video(rng, motion):
     """The frames of one demo video: a scene (a smooth background and one large striped object, about half the frame
     high) that moves as a whole, as under a moving camera: 1-2 px a frame, 6-12 degrees or 3-5% of its size a frame,
-    drawn at twice the size and area-averaged. Motion over the whole frame is what lets masked reconstruction learn
-    it: a hidden tube's pixels follow from the visible ones once the motion is known (README) [ours]. Every
-    parameter has the same distribution in every class at a random frame (a still shift, angle or size is the moving
-    classes' at a random frame), so one frame cannot tell the class; the motion can."""
+    drawn at twice the size and area-averaged [ours] (EXPERIMENTS.md: First demo: moving scene). Every parameter has
+    the same distribution in every class at a random frame, so one frame cannot tell the class; the motion can."""
     (W, H), F, (dx, dy, turn, zoom) = DEMO_SIZE, DEMO_FRAMES, motion
     W2, H2 = 2 * W, 2 * H
     C = 2 * int(np.hypot(W2, H2) / .55)  # the window turned and zoomed out to 0.55; farther views see it reflected
@@ -571,8 +569,7 @@ def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
 
 def _write_video(path, frames):
     """Lossless FFV1 in Matroska, under the SSv2 file name (<id>.webm: WebM is a Matroska profile and FFmpeg reads
-    the container by its content). VP8, the codec OpenCV writes into WebM, turns still pixels into codec noise
-    (README: the time target), so the demo keeps its pixels exact [ours]."""
+    the container by its content) [ours]: VP8 adds codec noise to still pixels (EXPERIMENTS.md: Codec noise)."""
     tmp = path + '.mkv'  # OpenCV chooses the container by the file's extension
     writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*'FFV1'), DEMO_FPS, frames[0].shape[1::-1])
     if not writer.isOpened():
@@ -775,19 +772,14 @@ def _spawned(rank, main, argv, world, port):
 
 
 def init_distributed(args):
-    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU. On CPU torch gets the cores
-    the data workers leave free (each worker is a process with one thread), so that its threads never wait on a
-    core a busy worker holds [ours; on the demo 124.0 clips/s with torch's default, 119.3 with this rule: README].
-    Fills args.amp where not given: bf16 on CUDA, none elsewhere. Returns (rank, world, torch.device)."""
+    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU. Fills args.amp where not
+    given: bf16 on CUDA, none elsewhere. Returns (rank, world, torch.device)."""
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     args.amp = args.amp or ('bf16' if device == 'cuda' else 'none')
-    workers = 0 if getattr(args, 'bench', False) else args.workers
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
     if device == 'cuda':
         torch.cuda.set_device(local)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    else:
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // world - workers))
     dev = torch.device('cuda', local) if device == 'cuda' else torch.device(device)
     if 'RANK' in os.environ and not torch.distributed.is_initialized():
         torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
@@ -854,6 +846,12 @@ def lr_at(step, base_lr, min_lr, warmup, total):
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
+def set_lr(opt, lr):
+    """Each parameter group's lr: lr times its 'lr_scale' (layer-wise decay: model.configure_optimizer)."""
+    for g in opt.param_groups:
+        g['lr'] = lr * g['lr_scale']
+
+
 def step_seed(seed, micro_step, rank):
     """The seed of all randomness in one micro-step (masks, mixup, drop path): a function of (seed, micro-step,
     rank) only, so a resumed run continues the same trajectory."""
@@ -882,18 +880,59 @@ def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
     opt.zero_grad(set_to_none=True)
 
 
-def log_record(log, sums, n, world, **extra):
-    """Average loss tensors summed over n steps (and over ranks; .item() happens only here), append one JSON
-    line to log (rank 0; None elsewhere) and return the record."""
-    keys = sorted(sums)
-    vals = torch.stack([sums[k] for k in keys]).float() / max(n, 1)
-    if world > 1:
-        torch.distributed.all_reduce(vals, op=torch.distributed.ReduceOp.AVG)
-    rec = dict(zip(keys, vals.tolist()), **extra)
-    if log:
-        log.write(json.dumps(rec) + '\n')
-        log.flush()
-    return rec
+class RunLog:
+    """What both loops report: a tqdm bar and <out>/log.jsonl on rank 0; the loss terms summed on the device between
+    log lines (.item() only at a log line; means over steps and ranks); the epoch's bad videos, checked at its end."""
+
+    def __init__(self, out, rank, world, step, total, every):
+        self.file = open(os.path.join(out, 'log.jsonl'), 'a') if rank == 0 else None
+        self.bar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
+        self.world, self.every, self.shown = world, every, {}
+        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
+        self.bad, self.seen, self.examples = 0, 0, []
+
+    def batch(self, batch, n_videos, out, accum):
+        """One micro-batch: its bad videos among the n_videos drawn, and out's loss terms ('loss', 'loss_<name>')."""
+        self.bad += len(batch['bad'])
+        self.seen += n_videos
+        self.examples += batch['bad'][:3]
+        for k, v in out.items():
+            if k.startswith('loss'):
+                self.sums[k] = self.sums.get(k, 0.0) + v.detach() / accum
+
+    def step(self, step, epoch, lr, clips, skipped):
+        """After an optimizer step of `clips` clips: the bar moves; every `every` steps (and at the last) a log line."""
+        self.bar.update(1)
+        self.steps += 1
+        self.clips += clips
+        if step % self.every and step != self.bar.total:
+            return
+        keys = sorted(self.sums)
+        means = torch.stack([self.sums[k] for k in keys]).float() / self.steps
+        if self.world > 1:
+            torch.distributed.all_reduce(means, op=torch.distributed.ReduceOp.AVG)
+        rec = dict(zip(keys, means.tolist()), step=step, epoch=epoch, lr=lr,
+                   clips_per_s=self.clips / (time.time() - self.t), skipped=skipped)
+        self.write(rec)
+        self.show({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
+
+    def epoch(self, epoch, step, device, **scores):
+        """At an epoch's end: stop if too many videos were bad (check_bad_share, every rank), else write one line
+        with the epoch's counts and `scores` (held-out numbers) and show the scores on the bar."""
+        bad, seen = check_bad_share(self.bad, self.seen, examples=self.examples, world=self.world, device=device)
+        self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores))
+        self.show({k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
+        self.bad, self.seen, self.examples = 0, 0, []
+
+    def write(self, rec):
+        if self.file:
+            self.file.write(json.dumps(rec) + '\n')
+            self.file.flush()
+
+    def show(self, postfix):
+        self.shown.update(postfix)
+        self.bar.set_postfix(self.shown)
 
 
 def save_checkpoint(path, state):

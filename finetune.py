@@ -1,6 +1,6 @@
 """
 Action-recognition finetuning of a pretrained MotionMAE (or VideoMAE) encoder, multi-view testing and linear
-probing (DESIGN §2 finetune model, §3 sampling/augmentation, §4 recipe).
+probing.
 
 CPU demo (no arguments; finetunes the demo pretraining's out/ckpt.pt if present, else from scratch, on the demo's
 motion classes; leaves out/finetune/{ckpt.pt, log.jsonl, test_results.json, confusion.png}):
@@ -9,9 +9,6 @@ The paper's recipe on 8 GPUs (per-dataset presets below; every flag overrides it
     python finetune.py --data ssv2 --data-root /data/ssv2 --init out/ckpt.pt --gpus 8
 Multi-view test of a finetuned checkpoint:   python finetune.py --data ssv2 --data-root /data/ssv2 --eval-only
 Linear probe (frozen encoder; MAE protocol):  python finetune.py --data k400 --data-root ... --init ... --linear-probe
-Result of `python pretrain.py --seed S && python finetune.py --seed S` on a 2-core CPU, seeds 0-2: 800 steps,
-166 s, test (2x3 views) top-1 68.3 ± 0.7% on the 8 demo classes (chance 12.5%); from scratch 31.2 ± 6.6%
-(README: what the demo learns).
 """
 import argparse
 import json
@@ -26,25 +23,22 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from data import (VideoDataset, autocast, check_bad_share, clip_args, dataset_info, end_distributed, fill_clip_args,
-                  grad_scaler, init_distributed, launch, load_resume, load_split, log_record, lr_at, make_loader,
-                  normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule, step_seed,
-                  train_state, wrap)
+from data import (RunLog, VideoDataset, autocast, clip_args, dataset_info, end_distributed, fill_clip_args,
+                  grad_scaler, init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
+                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, set_lr, step_seed, train_state,
+                  wrap)
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
 
 # -----------------------------------------------------------------------------
-# recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs/lr as DESIGN §4; 'demo' is ours
+# recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs and lr [paper]; 'demo' is ours
 
 RECIPES = {
     'ssv2': dict(model='base', epochs=50, lr=5e-4, batch_size=8, layer_decay=0.75, workers=10),
     'k400': dict(model='base', epochs=100, lr=1e-3, batch_size=8, layer_decay=0.75, workers=10),
     'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10),
-    # demo [ours]: 640 videos / 16 = 40 steps an epoch, 800 steps. A few CPU minutes are too few for mixup/cutmix;
-    # VideoMAE's head init (x 0.001) kept the tiny ViT at ln 8 for 800 steps, x 1 lets it take off (README); no
-    # RandAugment/erasing and crops of >= half the frame, as the study loop that first learnt the classes; 3e-4 at 16
+    # demo [ours]: 640 videos / 16 = 40 steps an epoch, 800 steps; head init x 1 (EXPERIMENTS.md: First demo: head init)
     'demo': dict(model='tiny', epochs=20, warmup_epochs=1, lr=4.8e-3, batch_size=16, layer_decay=1.0, drop_path=0.0,
                  workers=1, mixup=0.0, cutmix=0.0, head_init_scale=1.0, augment=False, min_crop=0.5, log_every=10),
 }
@@ -100,13 +94,6 @@ def get_args(argv=None):
 
 # -----------------------------------------------------------------------------
 # model: VideoClassifier from a checkpoint; linear-probe head; optimizer with layer-wise lr decay
-
-
-def read_init(path):
-    """model.read_checkpoint, with a clear message when the file is missing."""
-    if not os.path.exists(path):
-        raise SystemExit(f'checkpoint {path} not found (--init; with --eval-only default <out>/ckpt.pt)')
-    return read_checkpoint(path)
 
 
 def build_model(args, num_classes, ck, resume=False):
@@ -317,7 +304,7 @@ def main(argv=None):
     state = load_resume(args.out) if args.resume and not args.eval_only else None
     if args.eval_only:
         args.init = args.init or os.path.join(args.out, 'ckpt.pt')
-    ck = state or (read_init(args.init) if args.init else {})
+    ck = state or (read_checkpoint(args.init) if args.init else {})
     raw, cfg, probe = build_model(args, K, ck, resume=state is not None)
     raw = raw.to(device)
     model = wrap(raw, device, world, args.compile)
@@ -352,26 +339,20 @@ def main(argv=None):
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
            f'{clips_per_step} clips, lr {lr:.2e}, {"linear probe" if probe else "finetune"} of '
            f'{n_train:,} params, {device}, world {world}')
-    log = open(os.path.join(args.out, 'log.jsonl'), 'a') if rank == 0 else None
-    pbar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-    sums, step_loss, clips_log, last_log, postfix, val = {}, 0.0, 0, step, {}, None
-    last_save = t_log = time.time()
+    log = RunLog(args.out, rank, world, step, total, args.log_every)
+    step_loss, val = 0.0, None
+    last_save = time.time()
     while epoch < args.epochs:
         set_train(raw, probe)
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
-        n_bad, n_seen, bad_examples = 0, 0, []
         for it, batch in enumerate(loader, start=it0):
             if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
                 break
             micro = it % args.accum
             lr_now = lr_at(step, lr, min_lr, warmup, total)
-            for g in opt.param_groups:
-                g['lr'] = lr_now * g['lr_scale']                        # layer-wise decay
+            set_lr(opt, lr_now)                                         # layer-wise decay: each group's lr_scale
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             y = batch['label'].to(device, non_blocking=True)
-            n_bad += len(batch['bad'])
-            n_seen += len(x)
-            bad_examples += batch['bad'][:3]
             # λ, the cutmix box, drop path and dropout differ between ranks (each mixes its own clips)
             seed = step_seed(args.seed, step * args.accum + micro, rank)
             torch.manual_seed(seed)
@@ -381,37 +362,24 @@ def main(argv=None):
             with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
                 out = {'loss': soft_cross_entropy(model(x), target)}
                 scaler.scale(out['loss'] / args.accum).backward()
-            for k in out:
-                sums[k] = sums.get(k, 0.0) + out[k].detach() / args.accum
+            log.batch(batch, len(x), out, args.accum)
             step_loss = step_loss + out['loss'].detach() / args.accum
             if not last:
                 continue
             optimizer_step(opt, scaler, step_loss, world, nan, step)
             step += 1
-            clips_log += clips_per_step
             step_loss = 0.0
-            pbar.update(1)
-            if step % args.log_every == 0 or step == total:
-                rec = log_record(log, sums, step - last_log, world, step=step, epoch=epoch, lr=lr_now,
-                                 clips_per_s=clips_log / (time.time() - t_log), skipped=nan['total'])
-                sums, t_log, clips_log, last_log = {}, time.time(), 0, step
-                postfix.update({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
-                pbar.set_postfix(postfix)
+            log.step(step, epoch, lr_now, clips_per_step, nan['total'])
             if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
         # end of epoch: bad videos, single-view val, checkpoint
-        n_bad, n_seen = check_bad_share(n_bad, n_seen, examples=bad_examples, world=world, device=device)
         val = validate()
-        if log:
-            pbar.write(f"epoch {epoch}: val top-1 {val['top1']:.2f}  top-5 {val['top5']:.2f}")
-            log.write(json.dumps(dict(epoch=epoch, step=step, bad_videos=n_bad, clips=n_seen,
-                                      **{f'val_{k}': v for k, v in val.items()})) + '\n')
-            log.flush()
+        log.epoch(epoch, step, device, **{f'val_{k}': v for k, v in val.items()})
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
         last_save = time.time()
-    pbar.close()
+    log.bar.close()
     test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
     end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')

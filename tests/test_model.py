@@ -214,14 +214,6 @@ def test_time_weight_zero_is_videomae():
     assert m(clips(cfg)[0])['loss'].isfinite()                    # no x_next needed
 
 
-def test_bf16_autocast_on_cpu_keeps_targets_and_loss_fp32():
-    import data
-    m = MotionMAE(tiny())
-    with data.autocast(torch.device('cpu'), 'bf16'):
-        out = m(*clips(m.cfg))
-    assert out['pred_time'].dtype == torch.bfloat16 and out['loss'].dtype == torch.float32
-
-
 def test_shared_vs_separate_parameter_difference():
     def count(mod):
         return sum(p.numel() for p in mod.parameters())
@@ -412,9 +404,8 @@ def test_model_imports_only_torch_and_stdlib():
     assert mods <= {'torch', 'argparse', 'math', 'os', 'dataclasses'}, mods
 
 
-@pytest.mark.parametrize('r', [0.0, 0.5])
-def test_training_step_compiles_as_one_graph_and_equals_eager(r):
-    cfg = tiny(decoder_mask_ratio=r)
+def test_training_step_compiles_as_one_graph_and_equals_eager():
+    cfg = tiny(decoder_mask_ratio=0.5)                             # both masks: the encoder's and the decoders'
     m = MotionMAE(cfg)
     x, xn = clips(cfg)
     mask = m.draw_mask(2, x.device)

@@ -1,6 +1,7 @@
 """pretrain.py end to end on a tiny demo (CPU): demo path, learning, resume, 2-process DDP, NaN skip, baseline."""
 import json
 import os
+import re
 
 import cv2
 import numpy as np
@@ -143,21 +144,22 @@ def test_a_registered_target_trains_logs_draws_and_round_trips(demo_root, tmp_pa
         assert s['loss'] == pytest.approx(s['loss_space'] + 0.5 * s['loss_blur'] + 2 * s['loss_colour'], rel=1e-5)
     val = [json.loads(l) for l in open(tmp_path / 'log.jsonl') if 'val_space_rel' in l][0]
     assert {'val_blur_rel', 'val_blur_mean_rel', 'val_colour_rel'} <= set(val) and 'val_time_rel' not in val
-    trunk = 'space' if decoder == 'shared' else 'colour'
+    trunk = 'shared' if decoder == 'shared' else 'colour'
     assert ck['model'][f'decoders.{trunk}.heads.colour.weight'].shape == (3, 96)   # the target's width x D_d
     torch.manual_seed(0)                                         # the run's initial weights: the new heads trained
     init = M.MotionMAE(M.ModelConfig(**ck['config'])).state_dict()
     for n in ('blur', 'colour'):
-        key = f"decoders.{'space' if decoder == 'shared' else n}.heads.{n}.weight"
+        key = f"decoders.{'shared' if decoder == 'shared' else n}.heads.{n}.weight"
         assert not torch.equal(ck['model'][key], init[key]), key
     # the picture: input, masked, space reconstruction, true and predicted blur (colour is not pixel-shaped), 2 clips
-    assert cv2.imread(str(tmp_path / 'recon_ep001.png')).shape[0] == 2 * 5 * 32
+    # each 32-px frame upscaled x4 (nearest) with a 4-px gap; a 24-px header of frame numbers, a 120-px label column
+    assert cv2.imread(str(tmp_path / 'recon_ep001.png')).shape[:2] == (24 + 2 * 5 * 132, 120 + 8 * 132)
     steps2, ck2 = run(demo_root, tmp_path, '--epochs', '2', *flags)           # resumes: the weights come back
     assert ck2['epoch'] == 2 and len(steps2) == 2 * len(steps) and ck2['config'] == ck['config']
     with pytest.raises(SystemExit, match=r'another model config \(target_weights\)'):
         run(demo_root, tmp_path, '--epochs', '3', '--target-weights', 'time=0,blur=1,colour=2', '--decoder', decoder)
-    with pytest.raises(SystemExit):
-        pretrain.get_args(['--target-weights', 'nosuch=1'])
+    with pytest.raises(SystemExit, match='unknown target nosuch: model.TARGETS has space, time, blur, colour'):
+        M.MotionMAE(M.ModelConfig(target_weights={'nosuch': 1.0}))
 
 
 def test_bf16_autocast_runs_on_cpu_with_fp32_weights(demo_root, tmp_path):
@@ -171,10 +173,7 @@ def test_bf16_autocast_runs_on_cpu_with_fp32_weights(demo_root, tmp_path):
     assert all(v.dtype == torch.float32 for v in ck['model'].values() if v.is_floating_point())
 
 
-def test_bad_flag_and_missing_root_give_one_line_errors(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        pretrain.main(['--mask-type', 'checkerboard'])
-    assert e.value.code == 2 and 'invalid choice' in capsys.readouterr().err
+def test_a_missing_root_gives_one_line(tmp_path):
     with pytest.raises(SystemExit) as e:
         pretrain.main(['--data', 'ssv2', '--data-root', str(tmp_path / 'nope'), '--device', 'cpu'])
     assert 'ssv2' in str(e.value) and '\n' not in str(e.value).strip()
@@ -184,7 +183,9 @@ def test_bench_prints_all_variants(capsys):
     pretrain.main(['--bench', '--model', 'tiny', '--data', 'demo', '--batch-size', '1', '--device', 'cpu',
                    '--no-compile'])
     out = capsys.readouterr().out
-    assert 'videomae' in out and 'shared decoder' in out and 'MFU' in out
+    assert 'videomae' in out and 'shared decoder' in out
+    mfu = re.findall(r'MFU +(n/a|[\d.]+%)', out)
+    assert len(mfu) == 5 and all(m == 'n/a' or float(m[:-1]) <= 100 for m in mfu), mfu  # never above the peak
 
 
 def test_validation_is_relative_to_predicting_zero_and_a_fixed_batch_is_learnt():
