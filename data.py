@@ -8,7 +8,6 @@ on the device with `normalize` (a quarter of the bytes of float32 to copy).
 
   python data.py check --data demo                                  # generates the demo dataset (~15 s), checks it
   python data.py check --data ssv2 --data-root /data/ssv2 --workers 16   # read every video once before a long run
-  python data.py bench --video clip.mp4 --repeat 4                  # delivered clips/s per worker
 """
 import argparse
 import csv
@@ -309,20 +308,6 @@ def _erase(x, rng, p):
 # --- sampling: pretraining clips with their +g partners, finetuning and test views; bad input replaced
 
 _WARNED = set()
-
-
-def check_bad_share(n_bad, n_seen, max_share=0.1, examples=(), world=1, device='cpu'):
-    """Stop with a message naming examples when more than max_share (ours: 10%) of the n_seen items (videos drawn;
-    summed over the world's ranks) were bad; else -> (n_bad, n_seen) totals. Call it at the end of an epoch: a few
-    early failures are no share."""
-    if world > 1:
-        counts = torch.tensor([n_bad, n_seen], dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(counts)
-        n_bad, n_seen = int(counts[0]), int(counts[1])
-    if n_seen and n_bad / n_seen > max_share:
-        raise SystemExit(f'{n_bad} of {n_seen} videos ({n_bad / n_seen:.1%}) failed to load, more than the allowed '
-                         f'{max_share:.1%}; e.g. {", ".join(list(examples)[:5])}. Run `python data.py check`.')
-    return n_bad, n_seen
 
 
 class BadData(RuntimeError):
@@ -817,13 +802,9 @@ def wrap(raw, device, world, compile=None):
 
 
 def autocast(device, amp):
-    """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32."""
+    """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32. (With fp16
+    the scripts' GradScaler scales the loss; bf16 has fp32's range and needs none.)"""
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
-
-
-def grad_scaler(device, amp):
-    """The loss scaler, enabled for fp16 only (bf16 has fp32's range)."""
-    return torch.amp.GradScaler(device.type, enabled=amp == 'fp16')
 
 
 def schedule(args, loader, world):
@@ -918,9 +899,15 @@ class RunLog:
         self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
 
     def epoch(self, epoch, step, device, **scores):
-        """At an epoch's end: stop if too many videos were bad (check_bad_share, every rank), else write one line
-        with the epoch's counts and `scores` (held-out numbers) and show the scores on the bar."""
-        bad, seen = check_bad_share(self.bad, self.seen, examples=self.examples, world=self.world, device=device)
+        """At an epoch's end (every rank): stop with one line naming examples when more than 10% [ours] of the videos
+        drawn (over all ranks) were bad, else write the epoch's counts and `scores` (held-out numbers)."""
+        counts = torch.tensor([self.bad, self.seen], dtype=torch.float64, device=device)
+        if self.world > 1:
+            torch.distributed.all_reduce(counts)
+        bad, seen = int(counts[0]), int(counts[1])
+        if seen and bad / seen > 0.1:
+            raise SystemExit(f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
+                             f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
         self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores))
         self.show({k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
         self.bad, self.seen, self.examples = 0, 0, []
@@ -969,7 +956,7 @@ def load_resume(out):
         raise CheckpointError(f'{e}; to start over use --no-resume or another --out') from None
 
 
-# --- command line: check a dataset, benchmark the pretraining pipeline
+# --- command line: read every video of a dataset once
 
 def _scan(path):
     """Read every frame of a video once -> (frames, None) or (0, why)."""
@@ -980,50 +967,30 @@ def _scan(path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description='check a dataset (read every video once) or benchmark the loader')
-    p.add_argument('command', choices=['check', 'bench'])
+    p = argparse.ArgumentParser(description='read every video of a dataset split once: the bad ones, label counts')
+    p.add_argument('command', choices=['check'])
     p.add_argument('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
     p.add_argument('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
     p.add_argument('--split', default='train', choices=['train', 'val'])
-    p.add_argument('--video', help='bench one video file instead of a dataset')
     p.add_argument('--workers', type=int, default=1, help='processes; 0: this one')
-    p.add_argument('--repeat', type=int, default=1, help='bench: clips cut from each decoded video')
-    p.add_argument('--num-frames', type=int, default=16, help='frames a clip [VideoMAE]; check: fewer is bad')
-    p.add_argument('--stride', type=int, default=4, help='bench: frame stride [VideoMAE, Kinetics]')
-    p.add_argument('--img-size', type=int, default=224, help='bench: crop size [VideoMAE]')
-    p.add_argument('--items', type=int, default=64, help='bench: videos to decode')
+    p.add_argument('--num-frames', type=int, default=16, help='fewer frames than this is bad [VideoMAE: 16]')
     args = p.parse_args(argv)
-    if args.command == 'check':
-        samples, classes = load_split(args.data, args.data_root, args.split)
-        paths = [path for path, _ in samples]
-        pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
-        res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
-        if pool:
-            pool.close()
-        bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
-        print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
-        for path, why in bad[:10]:
-            print(f'  bad: {path}: {why}')
-        counts = np.bincount([label for _, label in samples], minlength=len(classes))
-        print(f'label counts ({len(classes)} classes, min {counts.min()}, max {counts.max()}):')
-        for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
-            print(f'  {counts[c]:6d} {classes[c]}')
-        return len(bad)
-    samples = [(args.video, 0)] * args.items if args.video else load_split(args.data, args.data_root, args.split)[0][
-        :args.items]
-    loader = make_loader(PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat), 4,
-                         args.workers, True, 0)
-    batches, clips = iter(loader), 0
-    next(batches)  # start the workers
-    t0 = time.time()
-    for batch in batches:
-        clips += len(batch['x'])
-    rate = clips / (time.time() - t0) / max(args.workers, 1)
-    print(f'{rate:.1f} clips/s per worker ({args.num_frames}x{args.stride} clips at {args.img_size}px with their +1 '
-          f'partners, repeat {args.repeat}, {args.workers} workers; decode + sample + augment)')
-    return rate
+    samples, classes = load_split(args.data, args.data_root, args.split)
+    paths = [path for path, _ in samples]
+    pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
+    res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
+    if pool:
+        pool.close()
+    bad = [(path, why or f'too short: {n} frames') for path, (n, why) in zip(paths, res) if n < args.num_frames]
+    print(f'videos {len(paths)}, ok {len(paths) - len(bad)}, bad {len(bad)}')
+    for path, why in bad[:10]:
+        print(f'  bad: {path}: {why}')
+    counts = np.bincount([label for _, label in samples], minlength=len(classes))
+    print(f'label counts ({len(classes)} classes, min {counts.min()}, max {counts.max()}):')
+    for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
+        print(f'  {counts[c]:6d} {classes[c]}')
+    return len(bad)
 
 
 if __name__ == '__main__':
-    status = main()
-    sys.exit(1 if isinstance(status, int) and status else 0)  # check: 1 when a video is bad
+    sys.exit(1 if main() else 0)  # 1 when a video is bad

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data import (RunLog, VideoDataset, autocast, clip_args, dataset_info, end_distributed, fill_clip_args,
-                  grad_scaler, init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
+                  init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
                   optimizer_step, print0, restore, run_args, save_checkpoint, schedule, set_lr, step_seed, train_state,
                   wrap)
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
@@ -326,7 +326,7 @@ def main(argv=None):
                          seed=args.seed, rank=rank, world=world)
     steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
     opt = build_optimizer(args, raw, lr, device)
-    scaler = grad_scaler(device, args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
     def checkpoint(epoch, it):

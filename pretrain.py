@@ -25,7 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from data import (AMP_DTYPES, BadData, PretrainDataset, RunLog, autocast, clip_args, collate, dataset_info,
-                  end_distributed, fill_clip_args, grad_scaler, init_distributed, launch, load_resume, load_split,
+                  end_distributed, fill_clip_args, init_distributed, launch, load_resume, load_split,
                   lr_at, make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
                   set_lr, step_seed, sync, train_state, wrap)
 from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer, decoder_mask,
@@ -133,7 +133,7 @@ def main(argv=None):
     if args.init:
         load_checkpoint(raw, args.init)
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
-    scaler = grad_scaler(device, args.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     state = load_resume(args.out) if args.resume else None
     if state is not None:
         saved = asdict(checkpoint_config(state, f'{args.out}/ckpt.pt'))  # fields it predates: their defaults

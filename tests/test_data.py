@@ -57,9 +57,13 @@ def test_bad_inputs_are_counted_not_raised(shared_data, tmp_path, capsys):
     assert set(batch['bad']) == set(bad) and batch['label'].tolist() == [1] * 7
     err = capsys.readouterr().err
     assert all(err.count(f'bad video {path} ') == 1 for path in bad)  # warned once each
-    with pytest.raises(SystemExit, match='corrupted.mp4'):
-        data.check_bad_share(len(batch['bad']), len(samples), 0.1, batch['bad'])
-    data.check_bad_share(1, 100, 0.1, ['x'])  # under the share
+    log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)                 # rank 1: no files
+    log.batch(batch, len(samples), {}, 1)
+    with pytest.raises(SystemExit, match=r'^6 of 7 videos \(85.7%\) failed to load.*corrupted.mp4'):
+        log.epoch(0, 0, 'cpu')
+    log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)
+    log.batch({'bad': ['x']}, 100, {}, 1)                              # under the share
+    log.epoch(1, 0, 'cpu')
     pre = data.PretrainDataset(samples, num_frames=8, stride=2, img_size=32, repeat=2)
     item = pre[(2, 0)]
     assert item['bad'][0] == bad[2] and item['x'].shape == (2, 3, 8, 32, 32)
