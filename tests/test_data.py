@@ -59,7 +59,7 @@ def test_bad_inputs_are_counted_not_raised(shared_data, tmp_path, capsys):
     assert all(err.count(f'bad video {path} ') == 1 for path in bad)  # warned once each
     log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)                 # rank 1: no files
     log.batch(batch, len(samples), {}, 1)
-    with pytest.raises(SystemExit, match=r'^6 of 7 videos \(85.7%\) failed to load.*corrupted.mp4'):
+    with pytest.raises(SystemExit, match=r'of 7 videos .* failed to load, more than 10%; e.g. .*corrupted.mp4'):
         log.epoch(0, 0, 'cpu')
     log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)
     log.batch({'bad': ['x']}, 100, {}, 1)                              # under the share
