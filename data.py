@@ -432,9 +432,9 @@ DEMO_CLASSES = {  # template -> (dx, dy, turn, zoom): what moves, which way (tur
     'Turning [something] clockwise': (0, 0, -1, 0), 'Turning [something] counterclockwise': (0, 0, 1, 0),
     'Moving [something] closer': (0, 0, 0, 1), 'Moving [something] away': (0, 0, 0, -1)}
 # W x H, frames, fps [ours]: sized for a tiny model on 2 CPU cores (32 px crops, 8 frames at stride 2 with their
-# +1 partners fit 24 frames with a random start); 12 fps as SSv2; 80 + 10 videos per class, seconds to generate
+# +1 partners fit 24 frames with a random start); 12 fps as SSv2; 80 + 100 videos per class, 30 s to generate
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (40, 32), 24, 12
-DEMO_VERSION = 2  # the generator's; a demo written by another version is generated anew
+DEMO_VERSION = 3  # the generator's; a demo written by another version is generated anew
 
 
 def _colours(rng, n=2, apart=120):
@@ -463,9 +463,10 @@ def _texture(rng, H, W, span=None):
     return c[0] * w + c[1] * (1 - w)
 
 
-def _sprite(rng, S):
-    """A random polygon or ellipse (radius < .46 S) filled with soft stripes (period .5-1 S) of two contrasting colours
-    and an off-centre disc of a third, so that turning is visible: ((S, S, 3) float32, (S, S) alpha)."""
+def _sprite(rng, S, c=None, periods=(.5, 1)):
+    """A random polygon or ellipse (radius < .46 S) filled with soft stripes (period `periods` x S) of two contrasting
+    colours and an off-centre disc of a third (c: the three, else drawn), so that turning is visible:
+    ((S, S, 3) float32, (S, S) alpha)."""
     alpha, kind = np.zeros((S, S), np.uint8), rng.integers(2)
     if kind:
         cv2.ellipse(alpha, (S // 2, S // 2), (int(.46 * S), int(rng.uniform(.28, .40) * S)), 0, 0, 360, 255, -1)
@@ -474,7 +475,7 @@ def _sprite(rng, S):
         a, r = 2 * np.pi * (np.arange(k) + rng.uniform(-.25, .25, k)) / k, .46 * S * rng.uniform(.75, 1, k)
         cv2.fillPoly(alpha, [np.int32(np.stack([S / 2 + r * np.cos(a), S / 2 + r * np.sin(a)], 1))], 255)
     yy, xx = np.mgrid[:S, :S].astype(np.float32) / S - .5
-    angle, period, c = rng.uniform(0, np.pi), rng.uniform(.5, 1), _colours(rng, 3)
+    angle, period, c = rng.uniform(0, np.pi), rng.uniform(*periods), _colours(rng, 3) if c is None else c
     w = .5 + .5 * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * 2 * np.pi / period + rng.uniform(0, 2 * np.pi))
     rgb = np.ascontiguousarray(c[0] * w[..., None] + c[1] * (1 - w[..., None]))
     cv2.circle(rgb, (S // 2, int(.72 * S)), int(.1 * S), c[2].tolist(), -1)
@@ -524,28 +525,40 @@ def _demo_video(rng, motion):
                        interpolation=cv2.INTER_AREA).round().clip(0, 255).astype(np.uint8) for i in range(F)]
 
 
-def _demo_davis(root, seed, seqs=3, F=20, W=160, H=128):
+def _demo_davis(root, seed, seqs=6, F=20, W=160, H=128):
     """DAVIS-2017 layout (JPEGImages/480p/<seq>/00000.jpg, Annotations/480p/<seq>/00000.png palette masks,
-    ImageSets/2017/val.txt; the folder is named 480p as in DAVIS, the frames are W x H): 2-3 textured objects a
-    sequence, apart in frame 0, then moving, turning and scaling along straight paths, later ones in front."""
-    names, f = [f'shapes-{s}' for s in range(seqs)], np.arange(F) / (F - 1)
+    ImageSets/2017/val.txt; the folder is named 480p as in DAVIS, the frames are W x H). A sequence: a striped
+    background and 2-3 striped objects (50-70 px, apart in frame 0, later ones in front), all in one pair of colours,
+    each with its own stripe angle and period (16-32 px, as the demo videos' objects), so that a patch's mean colour
+    tells no object from another [ours] (EXPERIMENTS.md: Demo DAVIS); the background pans, the objects move, turn
+    and scale along straight paths, and the light changes by up to 10%."""
+    names, f = [f'stripes-{s}' for s in range(seqs)], np.arange(F) / (F - 1)
+    yy, xx = np.mgrid[:2 * H, :2 * W].astype(np.float32)
     for s, name in enumerate(names):
         rng = np.random.default_rng([seed, 1, s])
-        bg, K, objs = _texture(rng, H, W), rng.integers(2, 4), []
+        c = _colours(rng)
+        a, period = rng.uniform(0, np.pi), rng.uniform(16, 32)
+        w = .5 + .5 * np.sin((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / period + rng.uniform(0, 2 * np.pi))
+        bg = c[0] * w[..., None] + c[1] * (1 - w[..., None])          # (2H, 2W, 3): the panned scene
+        d = rng.uniform(0, 2 * np.pi)
+        pan = rng.uniform(1, 2) * F * (f - .5)[:, None] * [np.cos(d), np.sin(d)]  # (F, 2): 1-2 px a frame
+        light = 1 + .1 * np.sin(2 * np.pi * (f + rng.uniform()))
+        K, objs = rng.integers(2, 4), []
         for k in range(K):
             x0, y0 = W * (k + rng.uniform(.3, .7)) / K, H * rng.uniform(.3, .7)  # apart in frame 0
             x1, y1 = rng.uniform(.2, .8, 2) * (W, H)
-            angle, scale = rng.uniform(0, 360) + rng.uniform(-120, 120) * f, rng.uniform(.6, .9) * np.exp(
-                rng.uniform(-.3, .3) * f)
-            objs.append((*_sprite(rng, 48), x0 + (x1 - x0) * f, y0 + (y1 - y0) * f, angle, scale))
+            angle = rng.uniform(0, 360) + rng.uniform(-90, 90) * f
+            scale = rng.uniform(.8, 1) * np.exp(rng.uniform(-.2, .2) * f)
+            sprite = _sprite(rng, 80, (c[0], c[1], c[rng.integers(2)]), periods=(16 / 80, 32 / 80))
+            objs.append((*sprite, x0 + (x1 - x0) * f, y0 + (y1 - y0) * f, angle, scale))
         for d in ('JPEGImages', 'Annotations'):
             os.makedirs(os.path.join(root, d, '480p', name))
         for i in range(F):
-            img, labels = bg.copy(), np.zeros((H, W), np.uint8)
+            img, labels = _view(bg, *pan[i], 0, 1, W, H), np.zeros((H, W), np.uint8)
             for k, (sprite, alpha, xs, ys, angles, scales) in enumerate(objs):
                 _paste(img, labels, sprite, alpha, xs[i], ys[i], angles[i], scales[i], k + 1)
-            cv2.imwrite(os.path.join(root, 'JPEGImages', '480p', name, f'{i:05d}.jpg'), img.astype(np.uint8),
-                        [cv2.IMWRITE_JPEG_QUALITY, 90])
+            cv2.imwrite(os.path.join(root, 'JPEGImages', '480p', name, f'{i:05d}.jpg'),
+                        (img * light[i]).clip(0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
             write_palette_png(os.path.join(root, 'Annotations', '480p', name, f'{i:05d}.png'), labels)
     os.makedirs(os.path.join(root, 'ImageSets', '2017'))
     with open(os.path.join(root, 'ImageSets', '2017', 'val.txt'), 'w') as fh:
@@ -567,7 +580,7 @@ def _write_video(path, frames):
 
 def ensure_demo(root=None, per_class=None, seed=0):
     """Generate the demo dataset in root (default DEMO_ROOT) unless it is there; -> root. Deterministic in seed:
-    per_class (train, val) videos of each class (default (80, 10)) in the SSv2 layout, and the DAVIS layout in
+    per_class (train, val) videos of each class (default (80, 100)) in the SSv2 layout, and the DAVIS layout in
     root/davis. With per_class None an existing demo of any size is used as it is, if this generator wrote it."""
     root = root or DEMO_ROOT
     dist = torch.distributed.is_initialized()
@@ -585,7 +598,7 @@ def _ensure_demo(root, per_class, seed):
     marker = os.path.join(root, 'demo.json')
     if per_class is None and os.path.exists(marker) and json.load(open(marker)).get('version') == DEMO_VERSION:
         return root
-    per_class = per_class or (80, 10)
+    per_class = per_class or (80, 100)
     stamp = json.dumps({'per_class': list(per_class), 'seed': seed, 'version': DEMO_VERSION})
     if os.path.exists(marker) and open(marker).read() == stamp:
         return root

@@ -40,10 +40,11 @@ RECIPES = {
     'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10),
     # demo [ours]: 640 videos / 16 = 40 steps an epoch, 800 steps; head init x 1 (EXPERIMENTS.md: First demo: head init)
     'demo': dict(model='tiny', epochs=20, warmup_epochs=1, lr=4.8e-3, batch_size=16, layer_decay=1.0, drop_path=0.0,
-                 workers=1, mixup=0.0, cutmix=0.0, head_init_scale=1.0, augment=False, min_crop=0.5, log_every=10),
+                 workers=1, mixup=0.0, cutmix=0.0, head_init_scale=1.0, augment=False, min_crop=0.5, log_every=10,
+                 val_every=5),
 }
 DEFAULTS = dict(drop_path=0.1, head_init_scale=0.001, augment=True, min_crop=0.08, warmup_epochs=5, weight_decay=0.05,
-                mixup=0.8, cutmix=1.0, smoothing=0.1, log_every=50)
+                mixup=0.8, cutmix=1.0, smoothing=0.1, log_every=50, val_every=1)
 # [MAE linear probe] no weight decay, no mixup/cutmix, no label smoothing, no RandAugment/erasing, no layer decay;
 # [ours] AdamW at 1e-3 per 256 clips instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch optimizer)
 PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0)
@@ -82,6 +83,7 @@ def get_args(argv=None):
     clip_args(a)  # --img-size --num-frames --stride --flip: the checkpoint's, else the --data preset's (data.py)
     run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
+    a('--val-every', type=int, help='epochs between single-view validations, and the last (ours: 1; demo 5)')
     args = p.parse_args(argv)
     preset = args.data if args.data in RECIPES else 'k400'
     probe = dict(PROBE, lr=PROBE_LR_DEMO if preset == 'demo' else PROBE['lr']) if args.linear_probe else {}
@@ -139,12 +141,6 @@ def set_train(model, probe):
     if probe:
         model.encoder.eval()
 
-
-def build_optimizer(args, model, lr, device):
-    """AdamW (0.9, 0.999) [VideoMAE]; block i of L gets lr × layer_decay^(L - i), the embedding
-    layer_decay^(L + 1), fc_norm and head 1 [BEiT/VideoMAE]. A linear probe optimizes only the head."""
-    return configure_optimizer(model, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,
-                               fused=device.type == 'cuda')
 
 # -----------------------------------------------------------------------------
 # mixup / cutmix with label smoothing, soft-target cross-entropy [VideoMAE: timm Mixup, mode 'batch'], on the device
@@ -225,14 +221,18 @@ def predict(model, loader, device, amp, world, chunk=64):
 
 
 def metrics(scores, labels, num_classes):
-    """top-1 / top-5 accuracy (%), mean negative log-likelihood of the averaged scores, confusion matrix (true, pred)."""
+    """top-1 / top-5 accuracy (%) with top-1's 95% Wilson interval (binomial noise over the videos), mean negative
+    log-likelihood of the averaged scores, confusion matrix (true, predicted)."""
     top = scores.topk(min(5, scores.shape[1]), dim=1).indices
     hit = top == labels[:, None]
     nll = -scores.gather(1, labels[:, None]).clamp(min=1e-12).log().mean()
     conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     conf.index_put_((labels, top[:, 0]), torch.ones_like(labels), accumulate=True)
-    return dict(top1=100 * hit[:, 0].double().mean().item(), top5=100 * hit.any(1).double().mean().item(),
-                nll=nll.item(), n_videos=len(labels)), conf
+    n, p, z = len(labels), hit[:, 0].double().mean().item(), 1.96
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return dict(top1=100 * p, top1_ci95=[100 * (mid - half), 100 * (mid + half)],
+                top5=100 * hit.any(1).double().mean().item(), nll=nll.item(), n_videos=n), conf
 
 
 def save_confusion(conf, path, classes, px=512):
@@ -264,12 +264,14 @@ def run_test(args, model, samples, classes, cfg, device, rank, world):
     _, scores, labels = predict(model, loader, device, args.amp, world)
     res, conf = metrics(scores, labels, len(classes))
     res['views'] = f"{ds['test_clips']}x{ds['test_crops']}"
-    print0(f"test ({res['views']} views, {res['n_videos']} videos): top-1 {res['top1']:.2f}  top-5 {res['top5']:.2f}")
+    res['per_class'] = {c: 100 * conf[k, k].item() / conf[k].sum().item() for k, c in enumerate(classes)
+                        if conf[k].sum()}
+    lo, hi = res['top1_ci95']
+    print0(f"test ({res['views']} views, {res['n_videos']} videos): top-1 {res['top1']:.2f} (95% interval "
+           f"{lo:.1f}-{hi:.1f})  top-5 {res['top5']:.2f}")
+    print0('top-1 per class: ' + ', '.join(f'{c} {a:.0f}' for c, a in res['per_class'].items()))
     if rank == 0:
-        per_class = (conf.diag().double() / conf.sum(1).clamp(min=1)).tolist()
-        res_all = dict(res, per_class={c: (100 * a if conf[k].sum() else None)
-                                       for k, (c, a) in enumerate(zip(classes, per_class))},
-                       confusion=conf.tolist(), data=args.data,
+        res_all = dict(res, confusion=conf.tolist(), data=args.data,
                        checkpoint=args.init if args.eval_only else os.path.join(args.out, 'ckpt.pt'))
         with open(os.path.join(args.out, 'test_results.json'), 'w') as fh:
             json.dump(res_all, fh, indent=1)
@@ -325,7 +327,8 @@ def main(argv=None):
     loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
                          seed=args.seed, rank=rank, world=world)
     steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
-    opt = build_optimizer(args, raw, lr, device)
+    opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,  # [VideoMAE]
+                              fused=device.type == 'cuda')                 # a linear probe: the head's only
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     step, epoch, it0, nan = restore(state, opt, scaler, args.out)
 
@@ -374,8 +377,11 @@ def main(argv=None):
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
         # end of epoch: bad videos, single-view val, checkpoint
-        val = validate()
-        log.epoch(epoch, step, device, **{f'val_{k}': v for k, v in val.items()})
+        scores = {}
+        if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
+            val = validate()
+            scores = {f'val_{k}': v for k, v in val.items() if k != 'top1_ci95'}
+        log.epoch(epoch, step, device, **scores)
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
         last_save = time.time()

@@ -1,15 +1,14 @@
 """DAVIS-2017 video object segmentation with a frozen encoder: label propagation (DINO's protocol) and the
-official J&F metrics (davis2017-evaluation, re-implemented in numpy/OpenCV; DESIGN.md section 5).
+official J&F metrics (davis2017-evaluation, re-implemented in numpy/OpenCV).
 
 For every frame the encoder gives one token map; frame 0's ground truth and the last 7 predictions are
-propagated to the next frame through feature affinities (top-5 within a 12-token window), and the masks are
-scored like the official evaluator (it equals its numbers to 1e-6 on ../shared/data/davis-mini).
+propagated to the next frame through feature affinities (top-5 within a 12-token window); the masks are scored
+as the official evaluator scores them.
 
 CPU demo:       python pretrain.py && python segment.py
 Full DAVIS:     python segment.py --davis-root DAVIS --ckpt out/ckpt.pt   (one GPU; there is nothing to shard)
 Score any method's PNGs:  python segment.py --davis-root DAVIS --results-only path/to/results
-Result of `python pretrain.py --seed S && python segment.py` on a 2-core CPU, seeds 0-2: 3 s, J&F 0.50-0.53 on the
-3 demo sequences (7 objects) with the demo's tiny model; a random encoder scores 0.65-0.67 (README).
+Colour-only baseline (each patch's mean colour as its feature):  python segment.py --features colour
 """
 import argparse
 import glob
@@ -195,13 +194,16 @@ def read_frame(path, hw, size):
 
 
 @torch.no_grad()
-def frame_features(clf, img, norm='ln'):
-    """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block. The frame is repeated
-    to fill one tubelet, so the encoder sees a still clip (DESIGN section 5)."""
-    dev = next(clf.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None]      # (3, 1, H', W') uint8
-    x = normalize(x)[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1)                   # (1, 3, u, H', W')
-    f = clf.encoder(x).view(*[s // clf.cfg.patch_size for s in img.shape[:2]], -1)         # (h, w, D)
+def frame_features(clf, img, norm='ln', colour=False):
+    """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block; the frame is repeated to fill one
+    tubelet, so the encoder sees a still clip. colour: each patch's mean colour instead (D = 3), a baseline [ours]."""
+    dev, p = next(clf.parameters()).device, clf.cfg.patch_size
+    x = normalize(torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None])  # (3, 1, H', W')
+    if colour:
+        f = F.avg_pool2d(x[:, 0], p).permute(1, 2, 0)                                      # (h, w, 3)
+    else:
+        f = clf.encoder(x[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1))              # (1, h·w, D)
+        f = f.view(img.shape[0] // p, img.shape[1] // p, -1)                                # (h, w, D)
     if norm == 'ln':  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
         f = F.layer_norm(f, f.shape[-1:])
     return F.normalize(f, dim=-1)
@@ -271,7 +273,7 @@ def segment_sequence(clf, davis_root, seq, out_dir, args):
     small = cv2.resize(gt0, (hw[1] // p, hw[0] // p), interpolation=cv2.INTER_NEAREST_EXACT)  # (h, w)
     first = F.one_hot(torch.from_numpy(small).long(), int(gt0.max()) + 1).permute(2, 0, 1).float()  # (C, h, w)
     t0 = time.time()
-    feats = [frame_features(clf, read_frame(path, hw, (H, W)), args.feature_norm)
+    feats = [frame_features(clf, read_frame(path, hw, (H, W)), args.feature_norm, args.features == 'colour')
              for path in tqdm(frames, desc=seq, leave=False)]                            # T x (h, w, D)
     sync(args.device)
     t1 = time.time()
@@ -313,6 +315,8 @@ def main(argv=None):
     add('--short-side', type=int, default=None, help='[DINO: 480]; 0 = native size [ours: the demo default]')
     add('--long-multiple', type=int, default=64, help='long side floored to a multiple of this [DINO: 64]')
     add('--feature-norm', default='ln', choices=['ln', 'none'], help='before L2: parameter-free LayerNorm [ours]')
+    add('--features', default='encoder', choices=['encoder', 'colour'],
+        help="the encoder's, or each patch's mean colour (a baseline; --ckpt gives the patch size) [ours]")
     add('--n-context', type=int, default=7, help='previous frames in the context besides frame 0 [DINO: 7]')
     add('--radius', type=int, default=12, help='square window radius in tokens, 0 = no window [DINO: 12]')
     add('--topk', type=int, default=5, help='affinities kept over all context tokens [DINO: 5]')

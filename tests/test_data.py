@@ -92,7 +92,8 @@ def test_layout_readers(tmp_path):
     assert samples == [(str(root / 'videos' / '9.webm'), 0)] and data.read_frames(samples[0][0]).shape == (5, 24, 32, 3)
     # Kinetics-400: csv annotations, flat <split>/ and class subfolders
     k400 = tmp_path / 'k400'
-    (k400 / 'annotations').mkdir(parents=True), (k400 / 'train').mkdir(), (k400 / 'val' / 'air drumming').mkdir(parents=True)
+    for d in ('annotations', 'train', 'val/air drumming'):
+        (k400 / d).mkdir(parents=True)
     head = 'label,youtube_id,time_start,time_end,split\n'
     (k400 / 'annotations' / 'train.csv').write_text(head + 'air drumming,bbb,0,10,train\nabseiling,aaa,14,24,train\n')
     (k400 / 'annotations' / 'val.csv').write_text(head + 'air drumming,ccc,5,15,val\n')
@@ -100,8 +101,10 @@ def test_layout_readers(tmp_path):
         write_video(k400 / f, frames, 'mp4v')
     samples, classes = data.load_split('k400', str(k400), 'train')
     assert classes == ['abseiling', 'air drumming']
-    assert samples == [(str(k400 / 'train' / 'bbb_000000_000010.mp4'), 1), (str(k400 / 'train' / 'aaa_000014_000024.mp4'), 0)]
-    assert data.load_split('k400', str(k400), 'val')[0] == [(str(k400 / 'val' / 'air drumming' / 'ccc_000005_000015.mp4'), 1)]
+    assert samples == [(str(k400 / 'train' / 'bbb_000000_000010.mp4'), 1),
+                       (str(k400 / 'train' / 'aaa_000014_000024.mp4'), 0)]
+    val = data.load_split('k400', str(k400), 'val')[0]
+    assert val == [(str(k400 / 'val' / 'air drumming' / 'ccc_000005_000015.mp4'), 1)]
     # UCF101: class folders of .avi, split 1 lists (Windows line ends, as published)
     ucf = tmp_path / 'ucf'
     for c in ['ApplyEyeMakeup', 'Archery']:
@@ -128,7 +131,8 @@ def test_layout_readers(tmp_path):
 
 def test_pairs_share_crop_and_flip(tmp_path):
     rng = np.random.default_rng(0)
-    texture = (2 * np.arange(64)[None, :, None] + rng.integers(0, 12, (48, 64, 3))).astype(np.uint8)  # brighter to the right
+    ramp = 2 * np.arange(64)[None, :, None]                        # brighter to the right
+    texture = (ramp + rng.integers(0, 12, (48, 64, 3))).astype(np.uint8)
     path = write_video(tmp_path / 'ramp.avi', [texture + 4 * k for k in range(30)], 'FFV1')  # lossless; +4 a frame
     ds = data.PretrainDataset([(path, 0)], num_frames=8, stride=2, motion_gap=2, img_size=32, repeat=4, flip=True)
     flipped = []
@@ -272,7 +276,8 @@ def test_sampler_resumes_and_splits_ranks(tmp_path):
     assert len(again) == 2 and all(torch.equal(p['x'], q['x']) and torch.equal(p['x_next'], q['x_next'])
                                    for p, q in zip(again, batches[1:]))
     x = torch.zeros(2, 3, 1, 1, 1, dtype=torch.uint8)
-    assert torch.allclose(data.normalize(x)[0, :, 0, 0, 0], -torch.tensor([.485, .456, .406]) / torch.tensor([.229, .224, .225]))
+    zero = -torch.tensor([.485, .456, .406]) / torch.tensor([.229, .224, .225])   # black, normalised by hand
+    assert torch.allclose(data.normalize(x)[0, :, 0, 0, 0], zero)
 
 
 @pytest.mark.parametrize('workers', [0, 1])

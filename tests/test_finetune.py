@@ -49,12 +49,13 @@ def log_lines(path):
 def test_layer_decay_groups_two_block_model():
     model = VideoClassifier(tiny(depth=2), 5)
     args = FT.get_args(['--data', 'ssv2'])
-    opt = FT.build_optimizer(args, model, 1.0, torch.device('cpu'))
+    opt = M.configure_optimizer(model, 1.0, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay)
     got = {id(p): (g['lr_scale'], g['weight_decay']) for g in opt.param_groups for p in g['params']}
     assert len(got) == len(list(model.parameters()))
     # hand-computed, L = 2: embedding 0.75^3, block 0 0.75^2, block 1 0.75^1, fc_norm/head 1; no decay on 1-d params
     for name, p in model.named_parameters():
-        scale = (0.75 ** 3 if name.startswith('encoder.patch_embed') else 0.75 ** 2 if name.startswith('encoder.blocks.0.')
+        scale = (0.75 ** 3 if name.startswith('encoder.patch_embed')
+                 else 0.75 ** 2 if name.startswith('encoder.blocks.0.')
                  else 0.75 if name.startswith('encoder.blocks.1.') else 1.0)
         assert got[id(p)] == pytest.approx((scale, 0.0 if p.ndim == 1 else 0.05)), name
     assert {round(s, 6) for s, _ in got.values()} == {0.421875, 0.5625, 0.75, 1.0}
@@ -159,7 +160,7 @@ def test_test_views_count_order_and_crop_positions(tmp_path):
     red, green = x[:, 0].mean((1, 2, 3)), x[:, 1].mean((1, 2, 3))
     for c in range(2):
         r = red[3 * c:3 * c + 3]
-        assert r[0] < 70 and 110 < r[1] < 145 and r[2] > 185           # left, centre, right (columns 0-47, 24-71, 48-95)
+        assert r[0] < 70 and 110 < r[1] < 145 and r[2] > 185           # left, centre, right: columns 0-47, 24-71, 48-95
         assert torch.allclose(green[3 * c:3 * c + 3], green[3 * c].expand(3), atol=3)  # the crops share the clip
     assert green[3] > green[0] + 10                                  # the second clip is later
 
@@ -344,3 +345,12 @@ def test_own_list_data_at_48px_8_frames_round_trips_its_geometry(setup, tmp_path
     assert ds[0]['x'].shape == (3, 8, 48, 48) and (ds.stride, ds.flip) == (1, False)
     with pytest.raises(SystemExit, match='must be multiples of the patch size 8'):
         pretrain.main(common + ['--img-size', '50', '--out', str(tmp_path / 'bad')])
+
+
+def test_top1_interval_is_wilsons():
+    """68 of 100 right: the 95% Wilson score interval is 58.3-76.3% (the textbook value)."""
+    labels = torch.zeros(100, dtype=torch.long)
+    scores = F.one_hot(torch.tensor([0] * 68 + [1] * 32), 3).float()
+    res, conf = FT.metrics(scores, labels, 3)
+    assert res['top1'] == 68.0 and conf[0].tolist() == [68, 32, 0]
+    assert [round(v, 1) for v in res['top1_ci95']] == [58.3, 76.3]

@@ -346,7 +346,8 @@ def vm_blocks(sd, pre, x, depth, heads):
         a = (q @ k.transpose(-2, -1)).softmax(dim=-1)
         x = x + F.linear((a @ v).transpose(1, 2).reshape(B, N, C), sd[b + 'attn.proj.weight'], sd[b + 'attn.proj.bias'])
         h = F.layer_norm(x, x.shape[-1:], sd[b + 'norm2.weight'], sd[b + 'norm2.bias'], 1e-6)
-        h = F.linear(F.gelu(F.linear(h, sd[b + 'mlp.fc1.weight'], sd[b + 'mlp.fc1.bias'])), sd[b + 'mlp.fc2.weight'], sd[b + 'mlp.fc2.bias'])
+        h = F.gelu(F.linear(h, sd[b + 'mlp.fc1.weight'], sd[b + 'mlp.fc1.bias']))
+        h = F.linear(h, sd[b + 'mlp.fc2.weight'], sd[b + 'mlp.fc2.bias'])
         x = x + h
     return x
 
@@ -370,7 +371,8 @@ def test_videomae_pretrain_checkpoint_gives_videomae_outputs():
     B, D = 2, cfg.embed_dim
     z = vm_embed(sd, 'encoder.', x, cfg)[~mask].reshape(B, -1, D)
     z = vm_blocks(sd, 'encoder.', z, cfg.depth, cfg.num_heads)
-    z = F.linear(F.layer_norm(z, (D,), sd['encoder.norm.weight'], sd['encoder.norm.bias'], 1e-6), sd['encoder_to_decoder.weight'])
+    z = F.layer_norm(z, (D,), sd['encoder.norm.weight'], sd['encoder.norm.bias'], 1e-6)
+    z = F.linear(z, sd['encoder_to_decoder.weight'])
     pos = vm_table(144, cfg.decoder_embed_dim).expand(B, -1, -1)
     Dd = cfg.decoder_embed_dim
     y = torch.cat([z + pos[~mask].reshape(B, -1, Dd), sd['mask_token'] + pos[mask].reshape(B, -1, Dd)], dim=1)
