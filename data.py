@@ -11,11 +11,13 @@ on the device with `normalize` (a quarter of the bytes of float32 to copy).
 """
 import argparse
 import csv
+import datetime
 import json
 import math
 import multiprocessing
 import os
 import shutil
+import signal
 import struct
 import sys
 import time
@@ -46,7 +48,6 @@ DATASETS = {  # clip geometry, test views and finetuning sampling [paper, VideoM
     'demo': dict(_VIDEOMAE, stride=2, flip=False, test_clips=2, img_size=32, num_frames=8),
 }
 
-
 def clip_args(a):
     """The clip geometry flags of both training scripts (argparse's add_argument `a`); None = the preset's."""
     a('--img-size', type=int, help='crop side in pixels (VideoMAE: 224; demo 32)')
@@ -54,13 +55,11 @@ def clip_args(a):
     a('--stride', type=int, help='frames between sampled frames (VideoMAE: 2 SSv2, 4 K400/UCF101; demo 2)')
     a('--flip', action=argparse.BooleanOptionalAction, help='random horizontal flips (VideoMAE: on; SSv2, demo: off)')
 
-
 def fill_clip_args(args, *sources):
     """Set each clip flag left at None from the first source (a dict) that has it."""
     for k in ('img_size', 'num_frames', 'stride', 'flip'):
         if getattr(args, k) is None:
             setattr(args, k, next(s[k] for s in sources if k in s))
-
 
 def dataset_info(data):
     """The DATASETS preset of a --data value: its own, or 'list' for any list:<file>."""
@@ -69,7 +68,6 @@ def dataset_info(data):
         raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
     return DATASETS[kind]
 
-
 def normalize(x):
     """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
     -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device. The
@@ -77,15 +75,12 @@ def normalize(x):
     stats = zip(IMAGENET_MEAN, IMAGENET_STD)
     return torch.stack([(x.select(-4, c).float() - 255 * m) / (255 * s) for c, (m, s) in enumerate(stats)], dim=-4)
 
-
 # --- decoding: OpenCV, sequential grab(), retrieve() only needed frames; container frame counts are estimates
 
 class BadVideo(Exception):
     """A video that cannot be used: missing, empty, not a video, corrupt, truncated or too short."""
 
-
 _LENGTH = {}  # path -> the real frame count, where the container's count was wrong (per process)
-
 
 def _open(path):
     if not os.path.isfile(path) or not os.path.getsize(path):
@@ -94,7 +89,6 @@ def _open(path):
     if not cap.isOpened():
         raise BadVideo('not a readable video')
     return cap
-
 
 def _grab(cap, wanted=None, keep=True):
     """Grab frames in order, retrieve the `wanted` ones (sorted, unique; None: all), stop after the last: grab()
@@ -120,7 +114,6 @@ def _grab(cap, wanted=None, keep=True):
         i += 1
     return frames, i
 
-
 def _decode(path, pick):
     """Frames at the indices pick(n) chooses for a video of n frames -> (RGB frames at the sorted unique indices,
     where pick's indices are among them). n is the container's count; where the stream ends before an index, pick
@@ -138,7 +131,6 @@ def _decode(path, pick):
         _LENGTH[path] = grabbed  # the stream ended early
     raise BadVideo('frame count changes between reads')
 
-
 def read_frames(path, indices=None):
     """uint8 RGB frames (n, H, W, 3) of a video: all, or `indices` (any order, repeats allowed, past the real end
     clamped to the last frame). Raises BadVideo for a file that cannot be used."""
@@ -146,7 +138,6 @@ def read_frames(path, indices=None):
         return np.stack(_grab(_open(path))[0])
     frames, inv = _decode(path, lambda n: np.clip(indices, 0, n - 1))
     return np.stack([frames[i] for i in inv])
-
 
 # --- published layouts: SSv2, Kinetics-400, UCF101, "<path> <label>" list files
 
@@ -157,12 +148,10 @@ LAYOUTS = {
     'ucf101': '<root>/UCF-101/<Class>/v_*.avi and <root>/ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt',
     'list': 'a file of "<path> <label>" lines, paths absolute or under --data-root ({split} in its name: train/val)'}
 
-
 def _need(path, kind):
     if not os.path.exists(path):
         raise SystemExit(f'{kind}: {path} not found; expected {LAYOUTS[kind]}')
     return path
-
 
 def load_split(data, root, split):
     """(samples, classes) of split 'train' or 'val' read from the dataset's published layout; samples are (video
@@ -211,11 +200,9 @@ def load_split(data, root, split):
         raise SystemExit(f'{listing}: no videos listed')
     return samples, [str(i) for i in range(max(label for _, label in samples) + 1)]
 
-
 # --- augmentation: numpy + cv2 on uint8 clips, one set of parameters for all frames
 
 _OFFSETS = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (1, 3), (3, 1), (3, 3)]
-
 
 def _multiscale_box(rng, H, W, scales):
     """VideoMAE's GroupMultiScaleCrop: sides min(H, W) * scales (aspect off by one scale step at most), one of 13
@@ -225,7 +212,6 @@ def _multiscale_box(rng, H, W, scales):
     (h, w), (oy, ox) = pairs[rng.integers(len(pairs))], _OFFSETS[rng.integers(len(_OFFSETS))]
     return (H - h) // 4 * oy, (W - w) // 4 * ox, h, w
 
-
 def _random_box(rng, H, W, scale, ratio, tries=10):
     """A box of area share in `scale` and aspect w/h log-uniform in `ratio` (None after `tries` misses)."""
     for _ in range(tries):
@@ -233,7 +219,6 @@ def _random_box(rng, H, W, scale, ratio, tries=10):
         h, w = int(round(np.sqrt(area / r))), int(round(np.sqrt(area * r)))
         if 0 < h <= H and 0 < w <= W:
             return rng.integers(H - h + 1), rng.integers(W - w + 1), h, w
-
 
 def _crop_resize(frames, idx, box, dst, flip=False):
     """dst (3, T, S, S) <- frames[idx[t]] cropped to box (y, x, h, w), resized (crop first, one cv2.resize a frame),
@@ -244,24 +229,19 @@ def _crop_resize(frames, idx, box, dst, flip=False):
         cv2.resize(frames[i][y:y + h, x:x + w], (S, S), dst=tmp, interpolation=cv2.INTER_LINEAR)
         dst[:, t] = (tmp[:, ::-1] if flip else tmp).transpose(2, 0, 1)
 
-
 def _blend(x, base, f):  # PIL's ImageEnhance: base + f (x - base)
     return np.clip(base + f * (x.astype(np.float32) - base), 0, 255).astype(np.uint8)
 
-
 def _gray(x):
     return x.astype(np.float32) @ np.float32([[0.299], [0.587], [0.114]])  # (T, H, W, 1)
-
 
 def _warp(x, M):  # one affine map for all frames, timm's fill: the ImageNet mean colour
     fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
     return np.stack([cv2.warpAffine(f, np.float32(M), f.shape[1::-1], borderValue=fill) for f in x])
 
-
 def _autocontrast(x):
     lo, hi = x.min((1, 2), keepdims=True).astype(np.float32), x.max((1, 2), keepdims=True).astype(np.float32)
     return np.where(hi > lo, (x - lo) * 255 / np.maximum(hi - lo, 1), x).astype(np.uint8)
-
 
 # timm's rand-m7-n4-mstd0.5-inc1 ops [VideoMAE]: x (T, H, W, 3) uint8, v = magnitude / 10, s = a random sign
 _SHARPEN = np.float32([[1, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
@@ -282,7 +262,6 @@ _RAND_AUGMENT = [
     lambda x, v, s: _warp(x, [[1, 0, 0.45 * v * s * x.shape[2]], [0, 1, 0]]),  # translate x
     lambda x, v, s: _warp(x, [[1, 0, 0], [0, 1, 0.45 * v * s * x.shape[1]]])]  # translate y
 
-
 def _rand_augment(x, rng, m=7, n=4):
     """RandAugment [VideoMAE]: n ops drawn with replacement, each applied with probability 0.5 at a magnitude
     ~ N(m, 0.5) clipped to [0, 10]; the same op and magnitude on every frame. Applied after the crop, at S x S
@@ -291,7 +270,6 @@ def _rand_augment(x, rng, m=7, n=4):
         v, s = np.clip(rng.normal(m, 0.5), 0, 10) / 10, rng.choice([-1, 1])
         x = _RAND_AUGMENT[op](x, v, s) if rng.random() < 0.5 else x
     return x
-
 
 def _erase(x, rng, p):
     """Random erasing [VideoMAE: timm, mode 'pixel']: with probability p one box (2-33% of the area, aspect .3-3.3)
@@ -304,15 +282,12 @@ def _erase(x, rng, p):
         x[:, y:y + h, x0:x0 + w] = np.clip(noise, 0, 255)
     return x
 
-
 # --- sampling: pretraining clips with their +g partners, finetuning and test views; bad input replaced
 
 _WARNED = set()
 
-
 class BadData(RuntimeError):
     """Too many bad videos in a row: the loader (make_loader) turns it into a one-line exit, from workers too."""
-
 
 class _Videos(torch.utils.data.Dataset):
     """Key = index, or (index, item_seed) from ResumableSampler (an int key uses seed = index): all randomness comes
@@ -339,7 +314,6 @@ class _Videos(torch.utils.data.Dataset):
                                   if j != index])
                 index = next(order, None)
         raise BadData(f'{len(bad)} videos in a row failed, e.g. {bad[:3]}: run `python data.py check`')
-
 
 class PretrainDataset(_Videos):
     """Pretraining [VideoMAE]: `repeat` clips cut from one decoded video, each num_frames frames at `stride` from a
@@ -369,7 +343,6 @@ class PretrainDataset(_Videos):
             for k in range(2):
                 _crop_resize(frames, idx[r, k], box, out[k, r], flip)
         return {'x': torch.from_numpy(out[0]), 'x_next': torch.from_numpy(out[1])}
-
 
 class VideoDataset(_Videos):
     """Finetuning and evaluation [VideoMAE]: sampling 'dense' (num_frames at stride) or 'segment' (one frame of each
@@ -422,7 +395,6 @@ class VideoDataset(_Videos):
             x = x if self.mode == 'test' else x[0]
         return {'x': x, 'label': self.samples[index][1], 'index': index}
 
-
 # --- the demo dataset: classes told by motion only, in the SSv2 layout (webm + json) and the DAVIS layout
 
 DEMO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data_cache', 'demo')
@@ -436,14 +408,12 @@ DEMO_CLASSES = {  # template -> (dx, dy, turn, zoom): what moves, which way (tur
 DEMO_SIZE, DEMO_FRAMES, DEMO_FPS = (40, 32), 24, 12
 DEMO_VERSION = 3  # the generator's; a demo written by another version is generated anew
 
-
 def _colours(rng, n=2, apart=120):
     """n random RGB colours, the first two at least `apart` apart (so every pattern has contrast): float32 (n, 3)."""
     while True:
         c = rng.integers(0, 256, (n, 3)).astype(np.float32)
         if np.linalg.norm(c[0] - c[1]) >= apart:
             return c
-
 
 def _texture(rng, H, W, span=None):
     """A smooth two-colour background: a linear ramp in a random direction plus 0-2 broad soft blobs; no grain,
@@ -461,7 +431,6 @@ def _texture(rng, H, W, span=None):
     w = ((w - centre.min()) / (centre.max() - centre.min() + 1e-6)).clip(0, 1)[..., None]
     c = _colours(rng)
     return c[0] * w + c[1] * (1 - w)
-
 
 def _sprite(rng, S, c=None, periods=(.5, 1)):
     """A random polygon or ellipse (radius < .46 S) filled with soft stripes (period `periods` x S) of two contrasting
@@ -481,7 +450,6 @@ def _sprite(rng, S, c=None, periods=(.5, 1)):
     cv2.circle(rgb, (S // 2, int(.72 * S)), int(.1 * S), c[2].tolist(), -1)
     return rgb, alpha
 
-
 def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
     """Composite the sprite onto img (H, W, 3) centred at (cx, cy), wrapping around the borders, turned by `angle`
     degrees and scaled; labels (H, W), if given, gets k where the sprite covers."""
@@ -494,7 +462,6 @@ def _paste(img, labels, sprite, alpha, cx, cy, angle, scale, k=1):
     if labels is not None:
         labels[rgba[..., 3] > 127] = k
 
-
 def _view(canvas, x, y, angle, scale, W, H):
     """The camera: the W x H window at the canvas centre, the scene shifted by (x, y) px on screen, turned by `angle`
     degrees (counter-clockwise) and scaled by `scale` about the window centre; reflected beyond the canvas."""
@@ -502,7 +469,6 @@ def _view(canvas, x, y, angle, scale, W, H):
     M = cv2.getRotationMatrix2D((C / 2, C / 2), angle, scale)
     M[:, 2] += (W / 2 - C / 2 + x, H / 2 - C / 2 + y)
     return cv2.warpAffine(canvas, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
 
 def _demo_video(rng, motion):
     """The frames of one demo video: a scene (a smooth background and one large striped object, about half the frame
@@ -523,7 +489,6 @@ def _demo_video(rng, motion):
     size = np.exp(rng.uniform(np.log(.8), np.log(1.0)) + k * (zoom * t if zoom else np.full(F, rng.choice(t))))
     return [cv2.resize(_view(canvas, x[i], y[i], a[i], size[i], W2, H2), (W, H),
                        interpolation=cv2.INTER_AREA).round().clip(0, 255).astype(np.uint8) for i in range(F)]
-
 
 def _demo_davis(root, seed, seqs=6, F=20, W=160, H=128):
     """DAVIS-2017 layout (JPEGImages/480p/<seq>/00000.jpg, Annotations/480p/<seq>/00000.png palette masks,
@@ -564,7 +529,6 @@ def _demo_davis(root, seed, seqs=6, F=20, W=160, H=128):
     with open(os.path.join(root, 'ImageSets', '2017', 'val.txt'), 'w') as fh:
         fh.write('\n'.join(names) + '\n')
 
-
 def _write_video(path, frames):
     """Lossless FFV1 in Matroska, under the SSv2 file name (<id>.webm: WebM is a Matroska profile and FFmpeg reads
     the container by its content) [ours]: VP8 adds codec noise to still pixels (EXPERIMENTS.md: Codec noise)."""
@@ -576,7 +540,6 @@ def _write_video(path, frames):
         writer.write(frame)
     writer.release()
     os.replace(tmp, path)
-
 
 def ensure_demo(root=None, per_class=None, seed=0):
     """Generate the demo dataset in root (default DEMO_ROOT) unless it is there; -> root. Deterministic in seed:
@@ -592,7 +555,6 @@ def ensure_demo(root=None, per_class=None, seed=0):
     finally:
         if dist:
             torch.distributed.barrier()
-
 
 def _ensure_demo(root, per_class, seed):
     marker = os.path.join(root, 'demo.json')
@@ -631,15 +593,12 @@ def _ensure_demo(root, per_class, seed):
     shutil.rmtree(tmp, ignore_errors=True)
     return root
 
-
 DAVIS_PALETTE = np.zeros((256, 3), np.uint8)  # the PASCAL VOC / DAVIS colour map: index bits spread over R, G, B
 for _bit in range(24):
     DAVIS_PALETTE[:, _bit % 3] |= (((np.arange(256) >> _bit) & 1) << (7 - _bit // 3)).astype(np.uint8)
 
-
 def _png_chunk(kind, body):  # length, type, body, CRC of type + body
     return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
-
 
 def write_palette_png(path, array, palette=None):
     """Write an (H, W) uint8 index map as an 8-bit palette PNG (the DAVIS mask format; cv2 cannot write one)."""
@@ -650,7 +609,6 @@ def write_palette_png(path, array, palette=None):
         fh.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', header)
                  + _png_chunk(b'PLTE', pal.tobytes()) + _png_chunk(b'IDAT', zlib.compress(rows.tobytes()))
                  + _png_chunk(b'IEND', b''))
-
 
 def read_palette_png(path, with_palette=False):
     """An 8-bit palette (or grey) PNG -> its (H, W) uint8 indices (cv2.imread would give colours), and with
@@ -673,7 +631,6 @@ def read_palette_png(path, with_palette=False):
             raise ValueError(f'{path}: PNG row filter {f} (average/paeth) is not supported')
         out[y + 1] = r if f == 0 else np.cumsum(r, dtype=np.uint8) if f == 1 else r + out[y]  # none, sub, up
     return (out[1:], pal) if with_palette else out[1:]
-
 
 # --- loaders: a resumable distributed sampler, collate, the DataLoader
 
@@ -698,7 +655,6 @@ class ResumableSampler(torch.utils.data.Sampler):
         seeds, mine = rng.integers(2**62, size=total), slice(self.rank + self.skip * self.world, total, self.world)
         return iter([(int(i), int(s)) for i, s in zip(order[mine], seeds[mine])])
 
-
 def collate(items):
     """A batch: tensors stacked (PretrainDataset's (B, R, ...) flattened to (B*R, ...)), ints as int64, the 'bad'
     lists joined. default_collate stacks into shared memory in a worker, so the batch is not copied to send it."""
@@ -707,11 +663,9 @@ def collate(items):
         out['x'], out['x_next'] = out['x'].flatten(0, 1), out['x_next'].flatten(0, 1)
     return dict(out, bad=[path for item in items for path in item['bad']])
 
-
 def _worker_init(*_):
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-
 
 class _Loader(torch.utils.data.DataLoader):
     def __iter__(self):  # BadData ends the run with its one line (a worker's comes wrapped in its traceback)
@@ -720,20 +674,20 @@ class _Loader(torch.utils.data.DataLoader):
         except BadData as e:
             raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
 
-
-def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True):
-    """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch."""
+def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True, prefetch=2):
+    """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch. Each worker holds
+    `prefetch` batches in shared memory (/dev/shm: containers need --shm-size or --ipc=host, README)."""
     return _Loader(
         dataset, batch_size, sampler=ResumableSampler(len(dataset), shuffle, seed, rank, world), num_workers=workers,
         collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_worker_init,
-        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+        persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
+        generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
 
-
-# --- run helpers shared by pretrain.py and finetune.py: flags, processes, AMP, lr, seeds, the step, logs, checkpoints
+# --- run helpers shared by pretrain.py and finetune.py: processes, AMP, lr, seeds, the step, logs, checkpoint files
 # (optimizer groups and checkpoint loading live with the model, in model.py)
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
-
+STOP = []  # preemption signals received (SIGTERM, SIGUSR1): the loop stops at the next step all ranks agree on
 
 def run_args(a):
     """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
@@ -741,49 +695,74 @@ def run_args(a):
     a('--amp', choices=list(AMP_DTYPES), help='autocast dtype, on CPU too (VideoMAE: fp16; ours: bf16 on CUDA, none '
                                               'on CPU, whose cores here have no bf16 units)')
     a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
-    a('--gpus', type=int, default=1, help='local processes to launch (torchrun sets RANK: then joins)')
-    a('--device', default=None, help='cuda | cpu (default: cuda if available)')
+    a('--gpus', type=int, default=1, help='local processes to launch (none under torchrun, which sets RANK)')
+    a('--device', default=None, help='cuda | cuda:K | cpu (default: cuda if available)')
+    a('--deterministic', action='store_true', help='deterministic kernels and math attention on CUDA (ours: off)')
     a('--seed', type=int, default=0)
     a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
     a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
 
-
-def launch(main, argv, gpus):
-    """`--gpus N` without torchrun: run main(argv) in N local processes that join one job."""
-    import socket
+def launch(main, argv, args):
+    """`--gpus N` without torchrun: main(argv) in N local processes of one job. Its store is held here, on a port
+    the system picks (or MASTER_PORT), so no other process can take the port; SIGTERM / SIGUSR1 are passed on."""
     import torch.multiprocessing as mp
-    with socket.socket() as s:                                    # a free port on this machine
-        s.bind(('127.0.0.1', 0))
-        port = s.getsockname()[1]
+    if args.device != 'cpu' and torch.cuda.is_available() and args.gpus > torch.cuda.device_count():
+        raise SystemExit(f'--gpus {args.gpus}, but {torch.cuda.device_count()} GPUs are visible '
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    store = torch.distributed.TCPStore('127.0.0.1', int(os.environ.get('MASTER_PORT', 0)), args.gpus + 1, True,
+                                       wait_for_workers=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ctx = mp.start_processes(_spawned, args=(main, argv, args.gpus, store.port), nprocs=args.gpus, join=False)
+    signalled = []
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda s, _: signalled.append(s) or [os.kill(p.pid, s) for p in ctx.processes if p.is_alive()])
     try:
-        mp.spawn(_spawned, args=(main, list(sys.argv[1:] if argv is None else argv), gpus, port), nprocs=gpus)
-    except mp.ProcessExitedException as e:                       # a rank stopped; its own message is above
-        sys.exit(f'launch: {e}')
-
+        while not signalled and not ctx.join(1):
+            pass
+        for p in ctx.processes:                                 # after a signal each rank saves or leaves itself
+            p.join()
+    except mp.ProcessExitedException as e:                     # a rank stopped; its own message is above
+        sys.exit(1 if signalled else f'launch: {e}')
+    if any(p.exitcode for p in ctx.processes):
+        sys.exit(1)
 
 def _spawned(rank, main, argv, world, port):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port), MOTIONMAE_STORE='client')
     main(argv)                                   # an exception still reaches mp.spawn, which reports it
     sys.stdout.flush(), sys.stderr.flush()       # all work is written: leave without the interpreter's teardown,
     os._exit(0)                                  # in which gloo's threads now and then abort a finished process
 
-
 def init_distributed(args):
-    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU. Fills args.amp where not
-    given: bf16 on CUDA, none elsewhere. Returns (rank, world, torch.device)."""
-    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    args.amp = args.amp or ('bf16' if device == 'cuda' else 'none')
+    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU, a 60-minute timeout for rank
+    0's evaluations and saves [ours]. Fills args.amp where not given (bf16 on CUDA, none elsewhere). SIGTERM and
+    SIGUSR1 (a scheduler's notice) then ask the loop to stop at the next step; a second one exits at once.
+    Returns (rank, world, torch.device)."""
+    if args.gpus > 1 and 'RANK' in os.environ and 'MOTIONMAE_STORE' not in os.environ:    # not launch()'s processes
+        raise SystemExit(f"--gpus {args.gpus} under a launcher that set RANK={os.environ['RANK']}: the launcher starts "
+                         'the processes (torchrun --nproc-per-node); drop --gpus')
+    dev = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    args.amp = args.amp or ('bf16' if dev.type == 'cuda' else 'none')
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
-    if device == 'cuda':
-        torch.cuda.set_device(local)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    dev = torch.device('cuda', local) if device == 'cuda' else torch.device(device)
+    if dev.type == 'cuda':
+        dev = torch.device('cuda', (dev.index or 0) + local)
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.deterministic
+    if args.deterministic:                       # [ours] a resumed run equal to an uninterrupted one on CUDA too
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
     if 'RANK' in os.environ and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group('nccl' if device == 'cuda' else 'gloo', rank=rank, world_size=world,
-                                             device_id=dev if device == 'cuda' else None)
+        store = None
+        if os.environ.get('MOTIONMAE_STORE') == 'client':        # launch() holds the store
+            store = torch.distributed.TCPStore('127.0.0.1', int(os.environ['MASTER_PORT']), world, False)
+        torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=store, rank=rank,
+                                             world_size=world, timeout=datetime.timedelta(minutes=60),
+                                             device_id=dev if dev.type == 'cuda' else None)
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, lambda s, _: os._exit(128 + s) if STOP else STOP.append(signal.Signals(s).name))
     return rank, world, dev
-
 
 def end_distributed(world):
     """Leave the job: a barrier first, so that no rank closes its connections while another still reads from them
@@ -792,33 +771,29 @@ def end_distributed(world):
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
-
 def print0(*a, **kw):
     if int(os.environ.get('RANK', 0)) == 0:
         print(*a, **kw, flush=True)
-
 
 def sync(device):
     """Wait for the device's queued work (CUDA), for timing."""
     if torch.device(device).type == 'cuda':
         torch.cuda.synchronize(device)
 
-
 def wrap(raw, device, world, compile=None):
-    """What the step calls: the raw model compiled (default: on CUDA), then under DDP when world > 1. Checkpoints
-    save `raw`, whose names carry neither '_orig_mod.' nor 'module.'."""
+    """What the step calls: the raw model compiled (default: on CUDA), then under DDP when world > 1; buffers synced
+    only where they change (a linear probe's BatchNorm). Checkpoints save `raw` (no '_orig_mod.', 'module.')."""
     model = torch.compile(raw) if (device.type == 'cuda' if compile is None else compile) else raw
     if world > 1:
-        ids = [device.index] if device.type == 'cuda' else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        changing = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in raw.modules())
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda'
+                                                          else None, forward_sync_buffers=changing)
     return model
-
 
 def autocast(device, amp):
     """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32. (With fp16
     the scripts' GradScaler scales the loss; bf16 has fp32's range and needs none.)"""
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
-
 
 def schedule(args, loader, world):
     """-> steps an epoch, clips a step, peak lr and floor (given per 256 clips, scaled by clips a step / 256
@@ -831,7 +806,6 @@ def schedule(args, loader, world):
     lr, min_lr = args.lr * clips / 256, args.min_lr * clips / 256
     return steps, clips, lr, min_lr, args.warmup_epochs * steps, args.epochs * steps
 
-
 def lr_at(step, base_lr, min_lr, warmup, total):
     """Linear warmup for `warmup` steps, then half-cosine from base_lr to min_lr at `total` steps."""
     if step < warmup:
@@ -839,26 +813,24 @@ def lr_at(step, base_lr, min_lr, warmup, total):
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
 
-
 def set_lr(opt, lr):
     """Each parameter group's lr: lr times its 'lr_scale' (layer-wise decay: model.configure_optimizer)."""
     for g in opt.param_groups:
         g['lr'] = lr * g['lr_scale']
-
 
 def step_seed(seed, micro_step, rank):
     """The seed of all randomness in one micro-step (masks, mixup, drop path): a function of (seed, micro-step,
     rank) only, so a resumed run continues the same trajectory."""
     return seed * 1_000_003 + micro_step * 1009 + rank
 
-
 def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
-    """Step, unless the step's loss is NaN/inf on some rank (all ranks agree; one device sync): then skip it, count
-    it in nan ({'total', 'run'}) and stop after 5 in a row. Gradients are zeroed either way."""
-    ok = torch.isfinite(loss.detach()).float()
+    """Step, unless the loss is NaN/inf on some rank: then skip it, count it in nan ({'total', 'run'}), stop after 5
+    in a row. -> whether a preemption signal reached some rank. Both agreed in one reduction, the step's one sync."""
+    flags = torch.stack([torch.isfinite(loss.detach()).float(), torch.full((), float(not STOP), device=loss.device)])
     if world > 1:
-        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-    if ok.item():
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    ok, go_on = flags.tolist()
+    if ok:
         if clip_grad:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], clip_grad)
@@ -872,7 +844,15 @@ def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
             raise SystemExit(f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad '
                              f'or try --amp bf16')
     opt.zero_grad(set_to_none=True)
+    return not go_on
 
+def preempted(path, step, world, log):
+    """After the checkpoint at a preemption: leave the job; rank 0 stops with one line naming the checkpoint."""
+    log.bar.close()
+    end_distributed(world)
+    if int(os.environ.get('RANK', 0)):                           # the others leave quietly; rank 0's status counts
+        raise SystemExit(0)
+    raise SystemExit(f'stopped by {STOP[0]} at step {step}: checkpoint {path}; run the same command to continue')
 
 class RunLog:
     """What both loops report: a tqdm bar and <out>/log.jsonl on rank 0; the loss terms summed on the device between
@@ -907,8 +887,7 @@ class RunLog:
             torch.distributed.all_reduce(means, op=torch.distributed.ReduceOp.AVG)
         rec = dict(zip(keys, means.tolist()), step=step, epoch=epoch, lr=lr,
                    clips_per_s=self.clips / (time.time() - self.t), skipped=skipped)
-        self.write(rec)
-        self.show({k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+        self.write(rec, {k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
         self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
 
     def epoch(self, epoch, step, device, **scores):
@@ -921,53 +900,99 @@ class RunLog:
         if seen and bad / seen > 0.1:
             raise SystemExit(f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
                              f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
-        self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores))
-        self.show({k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
+        self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores),
+                   {k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
         self.bad, self.seen, self.examples = 0, 0, []
 
-    def write(self, rec):
+    def write(self, rec, shown):
+        """One line of log.jsonl (rank 0), and `shown` on the bar."""
         if self.file:
             self.file.write(json.dumps(rec) + '\n')
             self.file.flush()
-
-    def show(self, postfix):
-        self.shown.update(postfix)
+        self.shown.update(shown)
         self.bar.set_postfix(self.shown)
 
+def check_writable(out):
+    """Make `out` and write a file there before the first step: a folder that refuses stops the run at once."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, '.write-test'), 'wb') as fh:
+            fh.write(b'0')
+        os.remove(os.path.join(out, '.write-test'))
+    except OSError as e:
+        raise SystemExit(f'--out {out} is not writable: {e.strerror or e}') from None
 
-def save_checkpoint(path, state):
-    """Atomic: write a temp file in the same folder, then os.replace (a crash never leaves half a file)."""
-    tmp = path + '.tmp'
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
+    """Rank 0 writes state() atomically and durably: path.tmp, fsync, os.replace, fsync of the folder (else a crash
+    can leave an empty file under the final name). A save the file system refuses (full disk, quota, file-size limit,
+    permissions) removes its temp file, keeps the previous checkpoint and stops every rank, rank 0 with one line."""
+    error = ''
+    if rank == 0:
+        try:
+            with open(path + '.tmp', 'wb') as fh:
+                torch.save(state(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(path + '.tmp', path)
+            folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+            os.fsync(folder)
+            os.close(folder)
+        except (OSError, RuntimeError) as e:                    # torch.save: a RuntimeError after the OSError
+            cause = e if isinstance(e, OSError) else e.__context__
+            error = cause.strerror if isinstance(cause, OSError) else str(e).strip().splitlines()[-1]
+            if os.path.exists(path + '.tmp'):
+                os.remove(path + '.tmp')
+    if world > 1:                                               # the others learn of it, not wait in vain
+        failed = torch.tensor([float(bool(error))], device=device)
+        torch.distributed.broadcast(failed, 0)
+        error = error or failed.item()
+    if error:
+        raise SystemExit(f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
 
+def train_state(opt, scaler, step, epoch, videos, nan, clips):
+    """What a checkpoint holds besides the model to continue the trajectory: the position (step, epoch, the videos of
+    the epoch the job has done), optimizer, scaler, NaN count and the global batch (clips a step)."""
+    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, videos=videos,
+                n_nan=nan['total'], clips_per_step=clips)
 
-def train_state(opt, scaler, step, epoch, it, nan):
-    """What a checkpoint needs, besides the model, to continue the same trajectory."""
-    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, it=it,
-                n_nan=nan['total'])
-
-
-def restore(state, opt, scaler, out):
-    """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, it, nan counters."""
-    if state is None:
-        return 0, 0, 0, {'total': 0, 'run': 0}
-    opt.load_state_dict(state['optimizer'])
-    scaler.load_state_dict(state['scaler'])
-    print0(f"resumed from {out}/ckpt.pt at epoch {state['epoch']}, step {state['step']}")
-    return state['step'], state['epoch'], state['it'], {'total': state['n_nan'], 'run': 0}
-
-
-def load_resume(out):
-    """The checkpoint to resume from, out/ckpt.pt (read_checkpoint), or None when there is none."""
-    path = os.path.join(out, 'ckpt.pt')
-    if not os.path.exists(path):
+def load_resume(out, rank, world, device, resume=True):
+    """The checkpoint every rank resumes from, or None. Rank 0 decides (<out>/ckpt.pt, if there) and tells the
+    others; each reads that file. A rank that cannot read it (--out on a node-local disk) or reads another step (a
+    stale copy) stops the job with one line."""
+    found = [os.path.join(out, 'ckpt.pt')]
+    found = [found[0] if resume and rank == 0 and os.path.exists(found[0]) else None]
+    if world > 1:
+        torch.distributed.broadcast_object_list(found, src=0, device=device)
+    if found[0] is None:
         return None
     try:
-        return read_checkpoint(path)
+        state = read_checkpoint(found[0])
+        steps = [state.get('step')]
     except CheckpointError as e:
-        raise CheckpointError(f'{e}; to start over use --no-resume or another --out') from None
+        state, steps = None, [str(e)]
+    if world > 1:
+        torch.distributed.all_gather_object(steps := [None] * world, steps[0])
+    bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
+    if bad:
+        why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'
+        raise SystemExit(f'rank {bad[0]} cannot resume from {found[0]} with rank 0 ({why}): --out must be one folder '
+                         'every rank reads (a shared file system); to start over use --no-resume or another --out')
+    return state
 
+def restore(state, opt, scaler, clips, videos_a_step, path):
+    """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, micro-batches this
+    rank has done in the epoch, NaN counters. Another global batch than the checkpoint's stops with one line."""
+    if state is None:
+        return 0, 0, 0, {'total': 0, 'run': 0}
+    if state.get('clips_per_step', clips) != clips:
+        raise SystemExit(f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
+                         '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same '
+                         'global batch, or another --out')
+    opt.load_state_dict(state['optimizer'])
+    scaler.load_state_dict(state['scaler'])
+    print0(f"resumed from {path} at epoch {state['epoch']}, step {state['step']}")
+    it = state['videos'] // videos_a_step if 'videos' in state else state['it']    # 'it': older checkpoints
+    return state['step'], state['epoch'], it, {'total': state['n_nan'], 'run': 0}
 
 # --- command line: read every video of a dataset once
 
@@ -977,7 +1002,6 @@ def _scan(path):
         return _grab(_open(path), keep=False)[1], None
     except (BadVideo, cv2.error) as e:
         return 0, str(e)
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description='read every video of a dataset split once: the bad ones, label counts')
@@ -1003,7 +1027,6 @@ def main(argv=None):
     for c in range(len(classes)) if len(classes) <= 20 else np.argsort(counts)[:5]:  # else the rarest five
         print(f'  {counts[c]:6d} {classes[c]}')
     return len(bad)
-
 
 if __name__ == '__main__':
     sys.exit(1 if main() else 0)  # 1 when a video is bad

@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import (RunLog, VideoDataset, autocast, clip_args, dataset_info, end_distributed, fill_clip_args,
-                  init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
-                  optimizer_step, print0, restore, run_args, save_checkpoint, schedule, set_lr, step_seed, train_state,
-                  wrap)
+from data import (RunLog, VideoDataset, autocast, check_writable, clip_args, dataset_info, end_distributed,
+                  fill_clip_args, init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
+                  optimizer_step, preempted, print0, restore, run_args, save_checkpoint, schedule, set_lr, step_seed,
+                  train_state, wrap)
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
 
@@ -49,7 +49,6 @@ DEFAULTS = dict(drop_path=0.1, head_init_scale=0.001, augment=True, min_crop=0.0
 # [ours] AdamW at 1e-3 per 256 clips instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch optimizer)
 PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0)
 PROBE_LR_DEMO = 3.2e-2  # [ours] the demo's few hundred steps: 2e-3 at batch 16
-
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,6 +72,8 @@ def get_args(argv=None):
     a('--head-init-scale', type=float, help='head weights times this at init (VideoMAE: 0.001; demo 1)')
     a('--augment', action=argparse.BooleanOptionalAction, help='RandAugment + random erasing (VideoMAE: on; demo off)')
     a('--min-crop', type=float, help='smallest random crop, share of the frame area (VideoMAE: 0.08; demo 0.5)')
+    a('--checkpoint-activations', action=argparse.BooleanOptionalAction,
+      help="recompute the encoder's blocks in backward: less memory, more time (default: the checkpoint's)")
     a('--dropout', type=float, default=0.0, help='dropout before the head (VideoMAE: 0; its UCF101 script 0.5)')
     a('--mixup', type=float, help='mixup alpha (VideoMAE: 0.8; demo 0; 0 = off)')
     a('--cutmix', type=float, help='cutmix alpha (VideoMAE: 1.0; demo 0; 0 = off)')
@@ -97,7 +98,6 @@ def get_args(argv=None):
 # -----------------------------------------------------------------------------
 # model: VideoClassifier from a checkpoint; linear-probe head; optimizer with layer-wise lr decay
 
-
 def build_model(args, num_classes, ck, resume=False):
     """VideoClassifier from checkpoint dict ck ({} = scratch). Ours ({'model', 'config'}) carry the model config
     (input size included: we finetune at the pretraining's geometry [ours]); VideoMAE's take --model at the
@@ -111,7 +111,8 @@ def build_model(args, num_classes, ck, resume=False):
     fill_clip_args(args, run, asdict(cfg) if 'config' in ck else {}, dataset_info(args.data))
     cfg = replace(cfg, img_size=args.img_size, num_frames=args.num_frames)
     probe = ck.get('linear_probe', False) if args.eval_only else args.linear_probe
-    cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path)
+    cfg = replace(cfg, drop_path=0.0 if probe else args.drop_path, checkpoint_activations=cfg.checkpoint_activations
+                  if args.checkpoint_activations is None else args.checkpoint_activations)
     model = VideoClassifier(cfg, num_classes, dropout=0.0 if probe else args.dropout, init_scale=args.head_init_scale)
     if probe:
         D = cfg.embed_dim
@@ -121,7 +122,8 @@ def build_model(args, num_classes, ck, resume=False):
         for name, prm in model.named_parameters():
             prm.requires_grad = name.startswith('head.')
     if resume:
-        if asdict(checkpoint_config(ck, args.out)) != asdict(cfg) or ck['linear_probe'] != probe:
+        if replace(checkpoint_config(ck, args.out), checkpoint_activations=cfg.checkpoint_activations) != cfg \
+                or ck['linear_probe'] != probe:
             raise SystemExit(f'{args.out}/ckpt.pt was trained with another model config or mode; '
                              'use another --out or --no-resume')
         model.load_state_dict(ck['model'])
@@ -134,17 +136,14 @@ def build_model(args, num_classes, ck, resume=False):
                ('; run `python pretrain.py` first for the demo)' if args.data == 'demo' else ')'))
     return model, cfg, probe
 
-
 def set_train(model, probe):
     """Training mode; a linear probe keeps its frozen encoder (and fc_norm) in eval mode."""
     model.train()
     if probe:
         model.encoder.eval()
 
-
 # -----------------------------------------------------------------------------
 # mixup / cutmix with label smoothing, soft-target cross-entropy [VideoMAE: timm Mixup, mode 'batch'], on the device
-
 
 def draw_mix(rng, H, W, mixup=0.8, cutmix=1.0, switch_prob=0.5):
     """One λ per batch: cutmix with probability switch_prob when both are on, else mixup; λ ~ Beta(α, α).
@@ -158,7 +157,6 @@ def draw_mix(rng, H, W, mixup=0.8, cutmix=1.0, switch_prob=0.5):
     cy, cx, ch, cw = int(rng.integers(H)), int(rng.integers(W)), int(H * r), int(W * r)
     y0, y1, x0, x1 = max(cy - ch // 2, 0), min(cy + ch // 2, H), max(cx - cw // 2, 0), min(cx + cw // 2, W)
     return 1 - (y1 - y0) * (x1 - x0) / (H * W), (y0, y1, x0, x1)
-
 
 def mix(x, y, num_classes, lam, box=None, smoothing=0.1):
     """Mix every clip with the batch reversed: x (B, 3, T, H, W), y (B,) labels. Mixup x·λ + x_rev·(1-λ); cutmix
@@ -175,18 +173,15 @@ def mix(x, y, num_classes, lam, box=None, smoothing=0.1):
     x[..., y0:y1, x0:x1] = x.flip(0)[..., y0:y1, x0:x1]
     return x, target
 
-
 def soft_cross_entropy(logits, target):
     return torch.sum(-target * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
 
 # -----------------------------------------------------------------------------
 # evaluation: single-view val each epoch; multi-view test (softmax averaged over clips × crops) at the end
 
-
 def average_views(logits, n_views):
     """(B·V, K) logits of V views per video, video-major -> (B, K) softmax scores averaged over each video's views."""
     return logits.float().softmax(dim=-1).view(-1, n_views, logits.shape[-1]).mean(dim=1)
-
 
 @torch.no_grad()
 def predict(model, loader, device, amp, world, chunk=64):
@@ -219,7 +214,6 @@ def predict(model, loader, device, amp, world, chunk=64):
         print0(f'warning: {n_bad} bad videos in evaluation (replaced, so {len(keys)} distinct videos scored)')
     return torch.tensor(keys), torch.stack([seen[k][0] for k in keys]), torch.tensor([seen[k][1] for k in keys])
 
-
 def metrics(scores, labels, num_classes):
     """top-1 / top-5 accuracy (%) with top-1's 95% Wilson interval (binomial noise over the videos), mean negative
     log-likelihood of the averaged scores, confusion matrix (true, predicted)."""
@@ -233,7 +227,6 @@ def metrics(scores, labels, num_classes):
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return dict(top1=100 * p, top1_ci95=[100 * (mid - half), 100 * (mid + half)],
                 top5=100 * hit.any(1).double().mean().item(), nll=nll.item(), n_videos=n), conf
-
 
 def save_confusion(conf, path, classes, px=512):
     """Row-normalised confusion matrix as a PNG (viridis, cv2 only): true classes down, their names on the left;
@@ -254,13 +247,13 @@ def save_confusion(conf, path, classes, px=512):
     cv2.putText(out, names[0], (4, m - 6), font, 0.8, (0, 0, 0), 1)
     cv2.imwrite(path, out)
 
-
 def run_test(args, model, samples, classes, cfg, device, rank, world):
     """Full multi-view test [paper]: test_clips × test_crops views per video, softmax averaged. Prints top-1/top-5;
     rank 0 writes <out>/test_results.json (with per-class accuracy) and <out>/confusion.png."""
     ds = dataset_info(args.data)
-    loader = make_loader(dataset(args, cfg, samples, 'test'), max(1, args.batch_size // 2), args.workers,
-                         shuffle=False, seed=args.seed, rank=rank, world=world, drop_last=False)
+    views = ds['test_clips'] * ds['test_crops']                       # a batch: about 4 training batches of clips
+    loader = make_loader(dataset(args, cfg, samples, 'test'), max(1, 4 * args.batch_size // views), args.workers,
+                         shuffle=False, seed=args.seed, rank=rank, world=world, drop_last=False, prefetch=1)
     _, scores, labels = predict(model, loader, device, args.amp, world)
     res, conf = metrics(scores, labels, len(classes))
     res['views'] = f"{ds['test_clips']}x{ds['test_crops']}"
@@ -278,7 +271,6 @@ def run_test(args, model, samples, classes, cfg, device, rank, world):
         save_confusion(conf, os.path.join(args.out, 'confusion.png'), classes)
     return res
 
-
 def dataset(args, cfg, samples, mode):
     """[VideoMAE] finetuning sampling (SSv2 segments, else dense at --stride), random crops of at least --min-crop of
     the area, RandAugment + random erasing with --augment (never for a linear probe, as MAE's), flips if --flip
@@ -291,19 +283,20 @@ def dataset(args, cfg, samples, mode):
 # -----------------------------------------------------------------------------
 # training
 
-
 def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
-        return launch(main, argv, args.gpus)
+        return launch(main, argv, args)
     rank, world, device = init_distributed(args)
     samples, classes = load_split(args.data, args.data_root, 'train')
     val_samples, _ = load_split(args.data, args.data_root, 'val')
-    os.makedirs(args.out, exist_ok=True)
+    if rank == 0:
+        check_writable(args.out)
     K = len(classes)
 
     torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
-    state = load_resume(args.out) if args.resume and not args.eval_only else None
+    path = os.path.join(args.out, 'ckpt.pt')
+    state = load_resume(args.out, rank, world, device, args.resume and not args.eval_only)
     if args.eval_only:
         args.init = args.init or os.path.join(args.out, 'ckpt.pt')
     ck = state or (read_checkpoint(args.init) if args.init else {})
@@ -330,13 +323,14 @@ def main(argv=None):
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,  # [VideoMAE]
                               fused=device.type == 'cuda')                 # a linear probe: the head's only
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
-    step, epoch, it0, nan = restore(state, opt, scaler, args.out)
+    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path)
+    del state, ck                                                       # the checkpoint read: freed
 
-    def checkpoint(epoch, it):
-        if rank == 0:
-            save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
-                model=raw.state_dict(), config=asdict(cfg), linear_probe=probe, num_classes=K, classes=list(classes),
-                **train_state(opt, scaler, step, epoch, it, nan), args=vars(args)))
+    def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done
+        state = train_state(opt, scaler, step, epoch, it * loader.batch_size * world, nan, clips_per_step)
+        save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), linear_probe=probe,
+                                           num_classes=K, classes=list(classes), args=vars(args), **state),
+                        rank, world, device)
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
@@ -369,13 +363,15 @@ def main(argv=None):
             step_loss = step_loss + out['loss'].detach() / args.accum
             if not last:
                 continue
-            optimizer_step(opt, scaler, step_loss, world, nan, step)
+            stop = optimizer_step(opt, scaler, step_loss, world, nan, step)
             step += 1
             step_loss = 0.0
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
-            if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+            if stop or args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
+            if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
+                preempted(path, step, world, log)
         # end of epoch: bad videos, single-view val, checkpoint
         scores = {}
         if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
@@ -390,7 +386,6 @@ def main(argv=None):
     end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')
     return dict(val=val, test=test)
-
 
 if __name__ == '__main__':
     main()

@@ -39,10 +39,8 @@ torch.serialization.add_safe_globals([argparse.Namespace])  # VideoMAE's trainin
 # -----------------------------------------------------------------------------
 # config
 
-
 class ConfigError(SystemExit):
     """A model config that cannot work; one line (uncaught, the script exits with it, status 1)."""
-
 
 @dataclass
 class ModelConfig:
@@ -79,7 +77,6 @@ class ModelConfig:
         return (self.num_frames // self.tubelet_size, self.img_size // self.patch_size,
                 self.img_size // self.patch_size)
 
-
 # encoder D/depth/heads; decoder D_d/heads, depth 4 [VideoMAE]; 'tiny' is ours, for tests and the CPU demo
 PRESETS = {
     'tiny': dict(patch_size=8, embed_dim=192, depth=4, num_heads=3, decoder_embed_dim=96, decoder_num_heads=3,
@@ -93,14 +90,12 @@ PRESETS = {
 # -----------------------------------------------------------------------------
 # geometry: patchify, position tables
 
-
 def patchify(x, u, p):
     """(B, C, T, H, W) -> (B, N, u*p*p*C), tokens in (t, h, w) raster order, values as (u, p, p, C)."""
     B, C, T, H, W = x.shape
     x = x.reshape(B, C, T // u, u, H // p, p, W // p, p)
     x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, t, h, w, u, p, p, C)
     return x.reshape(B, (T // u) * (H // p) * (W // p), u * p * p * C)
-
 
 def unpatchify(x, u, p, grid):
     """(B, N, u*p*p*C) -> (B, C, T, H, W); the exact inverse of patchify for grid (t, h, w)."""
@@ -109,7 +104,6 @@ def unpatchify(x, u, p, grid):
     x = x.reshape(B, t, h, w, u, p, p, C).permute(0, 7, 1, 4, 2, 5, 3, 6)  # (B, C, t, u, h, p, w, p)
     return x.reshape(B, C, t * u, h * p, w * p)
 
-
 def sinusoid_table(n, d):
     """VideoMAE's fixed table (n, d): angle pos / 10000^(2(j//2)/d), sin on even j, cos on odd j.
     Computed in float64 then cast: float32 angles near pos=1500 are off by ~1e-4."""
@@ -117,7 +111,6 @@ def sinusoid_table(n, d):
     j = torch.arange(d, dtype=torch.float64)[None, :]
     angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode='floor') / d)
     return torch.where(j % 2 == 0, torch.sin(angle), torch.cos(angle)).float()  # (n, d)
-
 
 def resize_pos(table, src, dst):
     """Resize a (1, N, D) table from grid src=(t,h,w) to dst: bicubic over (h, w), linear over t.
@@ -134,7 +127,6 @@ def resize_pos(table, src, dst):
 # -----------------------------------------------------------------------------
 # masking (True = hidden, VideoMAE's convention); static shapes: argsort + scatter, no boolean indexing
 
-
 def tube_mask(B, grid, mask_ratio, device=None):
     """Hide the same int(h·w·ρ) spatial positions in every temporal slot. -> (B, N) bool."""
     t, h, w = grid
@@ -143,27 +135,22 @@ def tube_mask(B, grid, mask_ratio, device=None):
     hid = torch.zeros(B, h * w, dtype=torch.bool, device=device).scatter_(1, ids[:, :n_hid], True)
     return hid[:, None, :].expand(B, t, h * w).reshape(B, t * h * w)
 
-
 def random_mask(B, grid, mask_ratio, device=None):
     """Hide int(N·ρ) tokens drawn independently per token (an ablation): a tube mask of one slot. -> (B, N) bool."""
     return tube_mask(B, (1, 1, math.prod(grid)), mask_ratio, device)
-
 
 def num_hidden(cfg):
     t, h, w = cfg.grid
     return t * int(cfg.mask_ratio * h * w) if cfg.mask_type == 'tube' else int(cfg.mask_ratio * t * h * w)
 
-
 def num_decoded(cfg):
     """Hidden tokens the decoders reconstruct: all but int(decoder_mask_ratio · N_hid)."""
     return num_hidden(cfg) - int(cfg.decoder_mask_ratio * num_hidden(cfg))
-
 
 def decoder_mask(mask, n_dec):
     """A random n_dec of each clip's hidden tokens (mask True), drawn independently per clip. -> (B, N) bool"""
     score = torch.rand(mask.shape, device=mask.device).masked_fill(~mask, 2.0)  # visible tokens sort last
     return torch.zeros_like(mask).scatter_(1, score.argsort(dim=1)[:, :n_dec], True)
-
 
 def check_masks(cfg, mask, dec_mask):
     """-> (N_hid, N_dec): every sample must hide the same N_hid tokens and decode the same N_dec of them (dec_mask a
@@ -178,7 +165,6 @@ def check_masks(cfg, mask, dec_mask):
 # -----------------------------------------------------------------------------
 # targets: pure functions of the normalized clips; computed on the device in fp32
 
-
 def normalize_patches(v, C=3):
     """Per token and channel: subtract the mean, divide by (unbiased std + 1e-6) over u·p·p values."""
     B, N, K = v.shape
@@ -186,21 +172,17 @@ def normalize_patches(v, C=3):
     v = (v - v.mean(dim=-2, keepdim=True)) / (v.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     return v.reshape(B, N, K)
 
-
 def unnormalize(x):
     """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets. The statistics are
     Python numbers, so no tensor is copied to the device at each call."""
     stats = zip(IMAGENET_MEAN, IMAGENET_STD)
     return torch.stack([x[:, c].float() * std + mean for c, (mean, std) in enumerate(stats)], dim=1)
 
-
 def space_target(cfg, x, x_next=None):
     """[VideoMAE] the token's pixels in [0,1], normalised per tubelet and channel. -> (B, N, K)"""
     return normalize_patches(patchify(unnormalize(x), cfg.tubelet_size, cfg.patch_size))
 
-
 MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise of still pixels in real video
-
 
 def time_target(cfg, x, x_next):
     """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels. -> (B, N, K). [ours] motion_norm
@@ -215,11 +197,9 @@ def time_target(cfg, x, x_next):
         return normalize_patches(m)
     return m
 
-
 # A new pretext target is one function f(cfg, x, x_next) -> (B, N, K_f) fp32, any width K_f, and one entry here;
 # `--target-weights NAME=W` trains it. Decoder heads, losses, logs, held-out scores and pictures follow this table.
 TARGETS = {'space': space_target, 'time': time_target}
-
 
 def target_weights(cfg):
     """{name: weight} of the targets trained, in TARGETS' order: space 1 and time λ unless cfg.target_weights says
@@ -232,7 +212,6 @@ def target_weights(cfg):
 
 # -----------------------------------------------------------------------------
 # transformer blocks (VideoMAE parameter names, so its checkpoints load)
-
 
 class Attention(nn.Module):
     def __init__(self, dim, num_heads):
@@ -251,11 +230,9 @@ class Attention(nn.Module):
         x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))          # (B, N, C)
 
-
 def drop_path(x, p, training):
     """Stochastic depth: the residual branch x dropped per sample with probability p, kept ones scaled by 1/(1-p)."""
     return x * F.dropout(x.new_ones(x.shape[0], *[1] * (x.ndim - 1)), p, training) if p > 0 and training else x
-
 
 class Block(nn.Module):
     def __init__(self, dim, num_heads, mlp_ratio, drop_path=0.0):
@@ -272,7 +249,6 @@ class Block(nn.Module):
         mlp = self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
         return x + drop_path(mlp, self.drop_path, self.training)
 
-
 def run_blocks(blocks, x, checkpoint=False):
     """x through the blocks; with checkpoint (and gradients on) each block keeps only its input and is recomputed in
     the backward pass, its drop paths replayed [ours: activation checkpointing, encoder and decoders]."""
@@ -283,10 +259,8 @@ def run_blocks(blocks, x, checkpoint=False):
             x = blk(x)
     return x
 
-
 # -----------------------------------------------------------------------------
 # encoder: embed -> add position -> keep visible tokens -> blocks -> norm
-
 
 class Encoder(nn.Module):
     def __init__(self, cfg, final_norm=True):
@@ -319,7 +293,6 @@ class Encoder(nn.Module):
 # -----------------------------------------------------------------------------
 # decoder: project -> visible tokens + mask tokens (+ position) -> blocks -> norm -> one head per target
 
-
 class Decoder(nn.Module):
     """targets: {name: K_n}, one linear head each. Tokens go in as [visible, decoded hidden], each with its own position
     added, as VideoMAE does (attention ignores order: no unshuffle); predictions come out in ids_dec order."""
@@ -349,7 +322,6 @@ class Decoder(nn.Module):
 # -----------------------------------------------------------------------------
 # MotionMAE: encoder + decoder(s) + L = L_space + λ L_time over hidden tokens
 
-
 def init_linears(module, init):
     """Every Linear of module: weight init(weight), bias 0 [VideoMAE]; LayerNorms keep PyTorch's (1, 0)."""
     for m in module.modules():
@@ -357,7 +329,6 @@ def init_linears(module, init):
             init(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
 
 class MotionMAE(nn.Module):
     def __init__(self, cfg):
@@ -421,7 +392,6 @@ class MotionMAE(nn.Module):
 # -----------------------------------------------------------------------------
 # finetuning: encoder without masking -> mean pool -> fc_norm -> dropout -> head [VideoMAE]
 
-
 class VideoClassifier(nn.Module):
     def __init__(self, cfg, num_classes, dropout=0.0, init_scale=0.001):
         super().__init__()
@@ -440,7 +410,6 @@ class VideoClassifier(nn.Module):
 
 # -----------------------------------------------------------------------------
 # optimizer: AdamW parameter groups of either model, for pretraining and finetuning (nanoGPT's configure_optimizers)
-
 
 def configure_optimizer(model, lr, weight_decay, betas, layer_decay=1.0, fused=False):
     """AdamW, no weight decay on biases, norms and mask tokens [VideoMAE]. Layer-wise lr decay [BEiT, VideoMAE]: block
@@ -473,11 +442,9 @@ RENAMES = [('encoder_to_decoder.', 'decoders.space.proj.'), ('mask_token', 'deco
            ('decoders.space.', 'decoders.shared.'), ('decoders.shared.', 'decoders.space.')]
 RETIRED = {'learned_pos': False}  # config fields older checkpoints carry, at the value that changes nothing
 
-
 class CheckpointError(SystemExit):
     """A checkpoint that cannot be used. Its message is one line naming the file and the problem; uncaught, the
     script exits with that line and status 1 instead of a traceback."""
-
 
 def read_checkpoint(path):
     """torch.load(weights_only=True) -> dict; VideoMAE's training checkpoints also pickle an argparse.Namespace.
@@ -494,7 +461,6 @@ def read_checkpoint(path):
         raise CheckpointError(f'checkpoint {path}: not a checkpoint (holds a {type(ck).__name__}, not a dict)')
     return ck
 
-
 def checkpoint_config(ck, path):
     """The ModelConfig saved in one of our checkpoints, or None (VideoMAE's carry none)."""
     if 'config' not in ck:
@@ -504,7 +470,6 @@ def checkpoint_config(ck, path):
     if unknown:
         raise CheckpointError(f'checkpoint {path}: its config has fields this code does not know: {", ".join(unknown)}')
     return ModelConfig(**config)
-
 
 def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
     """Load ours or a VideoMAE pretrain/finetune checkpoint (a path, or a dict read from `path`) into a MotionMAE or a
@@ -542,7 +507,6 @@ def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
         print(f'load_checkpoint: {path}: encoder {len(encoder)}/{len(encoder)} tensors, {len(sd)}/{len(own)} in all; '
               f'new (initialised): {_groups(missing)}; not used: {_groups(unexpected)}')
     return missing, unexpected
-
 
 def _groups(keys):  # 'decoders.time.blocks.0.attn.qkv.weight' -> 'decoders.time'; 'head.weight' -> 'head'
     names = {'.'.join(k.split('.')[:2]) if k.startswith(('decoders.', 'encoder.')) else k.split('.')[0] for k in keys}

@@ -24,10 +24,10 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data import (AMP_DTYPES, BadData, PretrainDataset, RunLog, autocast, clip_args, collate, dataset_info,
-                  end_distributed, fill_clip_args, init_distributed, launch, load_resume, load_split,
-                  lr_at, make_loader, normalize, optimizer_step, print0, restore, run_args, save_checkpoint, schedule,
-                  set_lr, step_seed, sync, train_state, wrap)
+from data import (AMP_DTYPES, BadData, PretrainDataset, RunLog, autocast, check_writable, clip_args, collate,
+                  dataset_info, end_distributed, fill_clip_args, init_distributed, launch, load_resume, load_split,
+                  lr_at, make_loader, normalize, optimizer_step, preempted, print0, restore, run_args,
+                  save_checkpoint, schedule, set_lr, step_seed, sync, train_state, wrap)
 from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer, decoder_mask,
                    load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
 
@@ -43,7 +43,6 @@ RECIPES = {
                  log_every=10, vis_every=11),
 }
 DEFAULTS = dict(repeat=1, log_every=50, vis_every=20)  # where a recipe is silent
-
 
 def get_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +97,6 @@ def get_args(argv=None):
     args.target_weights = args.target_weights or None
     return args
 
-
 def model_config(args):
     return ModelConfig(**PRESETS[args.model], img_size=args.img_size, num_frames=args.num_frames,
                        mask_ratio=args.mask_ratio, mask_type=args.mask_type, decoder=args.decoder,
@@ -108,16 +106,16 @@ def model_config(args):
 # -----------------------------------------------------------------------------
 # training
 
-
 def main(argv=None):
     args = get_args(argv)
     if args.gpus > 1 and 'RANK' not in os.environ:
-        return launch(main, argv, args.gpus)
+        return launch(main, argv, args)
     rank, world, device = init_distributed(args)
     cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
-    os.makedirs(args.out, exist_ok=True)
+    if rank == 0:
+        check_writable(args.out)
     samples, _ = load_split(args.data, args.data_root, 'train')
     if args.batch_size % args.repeat:
         raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
@@ -134,7 +132,8 @@ def main(argv=None):
         load_checkpoint(raw, args.init)
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
-    state = load_resume(args.out) if args.resume else None
+    path = os.path.join(args.out, 'ckpt.pt')
+    state = load_resume(args.out, rank, world, device, args.resume)     # rank 0 decides, every rank reads
     if state is not None:
         saved = asdict(checkpoint_config(state, f'{args.out}/ckpt.pt'))  # fields it predates: their defaults
         changed = [k for k, v in asdict(cfg).items() if saved[k] != v and k != 'checkpoint_activations']
@@ -142,15 +141,15 @@ def main(argv=None):
             raise SystemExit(f"{args.out}/ckpt.pt was trained with another model config ({', '.join(changed)}); "
                              'use another --out or --no-resume')
         raw.load_state_dict(state['model'])
-    step, epoch, it0, nan = restore(state, opt, scaler, args.out)
+    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path)
     del state                                                           # the resume copy of model and moments
     model = wrap(raw, device, world, args.compile)                      # after loading: DDP starts from these
 
-    def checkpoint(epoch, it):
-        if rank == 0:
-            save_checkpoint(os.path.join(args.out, 'ckpt.pt'), dict(
-                model=raw.state_dict(), config=asdict(cfg), **train_state(opt, scaler, step, epoch, it, nan),
-                args=vars(args)))
+    def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done
+        videos = it * loader.batch_size * world
+        save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), args=vars(args),
+                                           **train_state(opt, scaler, step, epoch, videos, nan, clips_per_step)),
+                        rank, world, device)
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
@@ -187,13 +186,15 @@ def main(argv=None):
             vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone(), mask[:2].clone())
             if not last:
                 continue
-            optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad)
+            stop = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad)
             step += 1
             step_loss = 0.0
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
-            if args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+            if stop or args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
                 checkpoint(epoch, it + 1)
                 last_save = time.time()
+            if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
+                preempted(path, step, world, log)
         # end of epoch: bad videos, held-out losses relative to predicting 0, checkpoint, pictures
         log.epoch(epoch, step, device, **(validate(raw, val, device, args.amp, B) if val and rank == 0 else {}))
         epoch, it0 = epoch + 1, 0
@@ -207,7 +208,6 @@ def main(argv=None):
 
 # -----------------------------------------------------------------------------
 # validation: losses on fixed held-out clips and a fixed mask, relative to predicting 0 [ours]
-
 
 def val_clips(args, raw):
     """The first --val-clips videos of the validation split, one clip each (item i is drawn with seed i: the same
@@ -226,7 +226,6 @@ def val_clips(args, raw):
         except BadData as e:
             raise SystemExit(f'validation split: {e}') from None
         return dict(collate(items), mask=raw.draw_mask(len(ds), 'cpu')) if samples else None
-
 
 @torch.no_grad()
 def validate(raw, val, device, amp, chunk):
@@ -255,7 +254,6 @@ def validate(raw, val, device, amp, chunk):
 
 # -----------------------------------------------------------------------------
 # reconstruction picture: input, masked input, space reconstruction, then each other target: true and predicted
-
 
 @torch.no_grad()
 def save_reconstruction(raw, x, x_next, mask, path, n_frames=8, min_side=128):
@@ -307,7 +305,6 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8, min_side=128):
 # -----------------------------------------------------------------------------
 # benchmark: random clips, no data loading; clips/s, achieved FLOP/s, MFU, peak memory
 
-
 def matmul_peak(device, dtype, n, runs=10):
     """The device's FLOP/s on an n x n matmul: the best of `runs` timed runs (its tensors freed on return)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
@@ -320,7 +317,6 @@ def matmul_peak(device, dtype, n, runs=10):
         sync(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
-
 
 def bench(args, cfg, device):
     """Every variant beside the configured one: time a step, FLOPs a clip (torch's FlopCounterMode, attention as
@@ -369,11 +365,9 @@ def bench(args, cfg, device):
                f'time ×{dt / base[0]:.2f} FLOPs ×{per_clip / base[1]:.2f}  peak mem {mem:.2f} GiB')
         del raw, model, opt
 
-
 def _max_rss_gib():  # CPU: the process's peak resident memory so far
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-
 
 if __name__ == '__main__':
     main()

@@ -28,7 +28,6 @@ from model import PRESETS, ModelConfig, VideoClassifier, checkpoint_config, load
 # ----------------------------------------------------------------------------------------------------------
 # DAVIS layout: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, ImageSets/2017/<split>.txt
 
-
 def list_sequences(root, split, sequences=None):
     if sequences:
         return [s.strip() for s in sequences.split(',') if s.strip()]
@@ -37,7 +36,6 @@ def list_sequences(root, split, sequences=None):
         raise SystemExit(f'missing {path}: expected the DAVIS-2017 layout ROOT/{{JPEGImages,Annotations}}/480p/'
                          f'<sequence>/ and ROOT/ImageSets/2017/<split>.txt')
     return [s.strip() for s in open(path) if s.strip()]
-
 
 def sequence_files(root, seq):
     """Sorted frame paths and ground-truth mask paths of one sequence; one mask per frame (val)."""
@@ -51,7 +49,6 @@ def sequence_files(root, seq):
         raise SystemExit(f'{os.path.join(root, "Annotations", "480p", seq)}: masks do not match the frames'
                          + (f' (missing {missing[0]}.png)' if missing else ''))
     return frames, masks
-
 
 def read_mask(path, shape=None, max_id=None):
     """A palette PNG as (H, W) uint8 object ids, checked against the expected size and object count."""
@@ -68,16 +65,13 @@ def read_mask(path, shape=None, max_id=None):
         raise SystemExit(f'{path}: object id {m.max()} but the sequence has {max_id} objects')
     return m
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Metrics, exactly as davis2017-evaluation (metrics.py, utils.py, evaluation.py)
-
 
 def disk(r):
     """skimage.morphology.disk(r): the pixels with x^2 + y^2 <= r^2."""
     x = np.arange(-r, r + 1)
     return (x[:, None] ** 2 + x[None, :] ** 2 <= r * r).astype(np.uint8)
-
 
 def seg2bmap(seg):
     """BSDS one-pixel boundaries of (..., H, W) bool masks: a pixel differs from its right, bottom or
@@ -90,19 +84,16 @@ def seg2bmap(seg):
     b[..., -1, -1] = False
     return b
 
-
 def dilate(b, r):
     """(N, H, W) bool dilated by disk(r) with one cv2 call: frames stacked vertically, r empty rows between."""
     N, H, W = b.shape
     tall = np.pad(b, ((0, 0), (0, r), (0, 0))).reshape(-1, W).astype(np.uint8)  # (N (H + r), W)
     return cv2.dilate(tall, disk(r)).reshape(N, H + r, W)[:, :H].astype(bool)  # (N, H, W)
 
-
 def jaccard(gt, pred):
     """Region similarity J: IoU of (..., H, W) bool masks, 1 where both are empty."""
     inter, union = (gt & pred).sum((-2, -1)), (gt | pred).sum((-2, -1))
     return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-
 
 def boundary_f(gt, pred, bound_th=0.008):
     """Boundary F-measure of (N, H, W) bool masks: boundary pixels matched within a disk of radius
@@ -115,7 +106,6 @@ def boundary_f(gt, pred, bound_th=0.008):
     total = precision + recall
     return np.where(total == 0, 0.0, 2 * precision * recall / np.where(total == 0, 1, total))
 
-
 def db_statistics(v):
     """Mean, recall (share > 0.5) and decay (mean of the first quarter minus the last) of per-frame values,
     on the evaluator's overlapping bins (it casts the bin edges to uint8: equal up to 256 scored frames)."""
@@ -123,7 +113,6 @@ def db_statistics(v):
     ids = (np.round(np.linspace(1, len(v), 5) + 1e-10) - 1).astype(int)
     bins = [v[ids[i]:ids[i + 1] + 1] for i in range(4)]
     return float(np.nanmean(v)), float(np.nanmean(v > 0.5)), float(np.nanmean(bins[0]) - np.nanmean(bins[3]))
-
 
 def evaluate(davis_root, results_dir, sequences, bound_th=0.008):
     """Score results_dir/<seq>/<name>.png against the ground truth (semi-supervised task): objects are ids
@@ -154,7 +143,6 @@ def evaluate(davis_root, results_dir, sequences, bound_th=0.008):
     res['per_object'] = {name: {'J': s[0][0], 'F': s[1][0]} for name, s in per_object.items()}
     return res
 
-
 def write_results(res, out_dir, split='val'):
     """The official evaluator's two CSVs (3 decimals), results.json (full precision), J&F, J and F printed."""
     os.makedirs(out_dir, exist_ok=True)
@@ -169,10 +157,8 @@ def write_results(res, out_dir, split='val'):
     print(f'J&F {res["J&F-Mean"]:.4f}  J {res["J-Mean"]:.4f}  F {res["F-Mean"]:.4f}  '
           f'({len(res["per_object"])} objects); outputs in {out_dir}')
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Frozen-encoder features (DINO's read_frame / extract_feature)
-
 
 def resize_hw(h, w, short=480, multiple=64, patch=16):
     """[DINO] short side -> `short`, long side scaled and floored to a multiple of 64. short=0: the native
@@ -182,7 +168,6 @@ def resize_hw(h, w, short=480, multiple=64, patch=16):
     long = int(short * max(h, w) / min(h, w) // multiple * multiple)
     return (short, long) if h <= w else (long, short)
 
-
 def read_frame(path, hw, size):
     """A JPEG frame of the expected size (H, W), resized to hw = (H', W') -> (H', W', 3) uint8 RGB."""
     img = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -191,7 +176,6 @@ def read_frame(path, hw, size):
     if img.shape[:2] != size:
         raise SystemExit(f'{path}: size {img.shape[1]}x{img.shape[0]} differs from its mask {size[1]}x{size[0]}')
     return cv2.resize(img, hw[::-1], interpolation=cv2.INTER_LINEAR)[..., ::-1]  # (H', W', 3) RGB
-
 
 @torch.no_grad()
 def frame_features(clf, img, norm='ln', colour=False):
@@ -208,17 +192,14 @@ def frame_features(clf, img, norm='ln', colour=False):
         f = F.layer_norm(f, f.shape[-1:])
     return F.normalize(f, dim=-1)
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Label propagation (DINO eval_video_segmentation.py, vectorised)
-
 
 def window_mask(h, w, radius):
     """(h w, h w) bool: key token within a (2 radius + 1)^2 square around the query token."""
     i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
     i, j = i.flatten(), j.flatten()
     return ((i[:, None] - i[None]).abs() <= radius) & ((j[:, None] - j[None]).abs() <= radius)
-
 
 def propagate(feats, first_labels, n_context=7, radius=12, topk=5, tau=0.1):
     """Propagate frame 0's labels through a sequence. feats: an iterable of (h, w, D) unit-length features,
@@ -250,7 +231,6 @@ def propagate(feats, first_labels, n_context=7, radius=12, topk=5, tau=0.1):
             queue.pop(0)
     return torch.stack(out)                                                      # (T - 1, C, h, w)
 
-
 def labels_to_mask(lab, patch, size):
     """(C, h, w) soft labels -> (H, W) uint8 ids: upsample x patch (bilinear), per-channel min-max
     normalisation, argmax, nearest resize to the original size (H, W) [DINO]."""
@@ -259,7 +239,6 @@ def labels_to_mask(lab, patch, size):
     up = torch.where(hi > 0, (up - lo) / (hi - lo).clamp_min(1e-12), up)  # DINO divides a constant channel by 0
     ids = up.argmax(0).to(torch.uint8).cpu().numpy()
     return cv2.resize(ids, size[::-1], interpolation=cv2.INTER_NEAREST_EXACT)  # = PIL NEAREST, as DINO
-
 
 def segment_sequence(clf, davis_root, seq, out_dir, args):
     """Propagate frame 0's ground truth through one sequence; write palette PNGs named like the ground
@@ -285,10 +264,8 @@ def segment_sequence(clf, davis_root, seq, out_dir, args):
         write_palette_png(os.path.join(out_dir, seq, os.path.basename(path)), m, palette)
     return t1 - t0, t2 - t1, len(frames)
 
-
 # ----------------------------------------------------------------------------------------------------------
 # Main: predict (or take --results-only predictions), then score like the official evaluator
-
 
 def load_encoder(path, preset, device):
     """Our checkpoint ({'model', 'config'}) or a VideoMAE one (no config: architecture from --model)."""
@@ -299,7 +276,6 @@ def load_encoder(path, preset, device):
     clf = VideoClassifier(cfg, num_classes=0)
     load_checkpoint(clf, ck, path=path)
     return clf.to(device).eval()
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -348,7 +324,6 @@ def main(argv=None):
     res = evaluate(args.davis_root, args.results_only or args.output, sequences, args.bound_th)
     write_results(res, args.output, args.split)
     return res
-
 
 if __name__ == '__main__':
     main()

@@ -268,7 +268,7 @@ def test_resume_mid_epoch_continues_the_same_trajectory(setup, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(setup, 'cut', '--epochs', '2', '--save-minutes', '0')
     monkeypatch.setattr(FT, 'lr_at', real)
-    assert torch.load(root / 'cut' / 'ckpt.pt', weights_only=True)['it'] == 2
+    assert torch.load(root / 'cut' / 'ckpt.pt', weights_only=True)['videos'] == 8       # 2 batches of 4 done
     run(setup, 'cut', '--epochs', '2')
     a = torch.load(root / 'full' / 'ckpt.pt', weights_only=True)
     b = torch.load(root / 'cut' / 'ckpt.pt', weights_only=True)

@@ -2,6 +2,11 @@
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -50,9 +55,9 @@ def interrupt_after(monkeypatch, n_saves):
     class Killed(Exception):
         pass
 
-    def save(path, state):
-        real(path, state)
-        calls.append(state['step'])
+    def save(*a):
+        real(*a)
+        calls.append(1)
         if len(calls) == n_saves:
             raise Killed
     monkeypatch.setattr(pretrain, 'save_checkpoint', save)
@@ -218,3 +223,74 @@ def test_validation_is_relative_to_predicting_zero_and_a_fixed_batch_is_learnt()
         opt.zero_grad()
     rec = pretrain.validate(raw, val, torch.device('cpu'), 'none', chunk=4)
     assert set(rec) == {'val_space_rel', 'val_space_mean_rel'} and rec['val_space_rel'] < 0.5
+
+
+# --- on a cluster: preemption, failed saves, resume every rank agrees on
+
+PRETRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'pretrain.py')
+
+
+def two_ranks(demo_root, tmp_path, *extra):
+    """One job of two processes started as a launcher on two nodes would (RANK, WORLD_SIZE, MASTER_*), each in a
+    folder of its own, so that the relative --out 'out' is a different folder on each: node-local disks."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    procs = []
+    for r in range(2):
+        env = dict(os.environ, RANK=str(r), LOCAL_RANK='0', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',
+                   MASTER_PORT=str(port))
+        os.makedirs(tmp_path / f'node{r}', exist_ok=True)
+        procs.append(subprocess.Popen([sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out',
+                                       'out', *TINY, '--batch-size', '2', *extra], cwd=tmp_path / f'node{r}', env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
+
+
+def test_ranks_that_cannot_read_rank_0s_checkpoint_stop_the_resume_with_one_line(demo_root, tmp_path):
+    assert [rc for _, rc in two_ranks(demo_root, tmp_path, '--epochs', '1')] == [0, 0]
+    assert os.path.exists(tmp_path / 'node0' / 'out' / 'ckpt.pt')      # rank 0 writes, in its own folder
+    assert not os.path.exists(tmp_path / 'node1' / 'out' / 'ckpt.pt')
+    for err, rc in two_ranks(demo_root, tmp_path, '--epochs', '2'):     # rank 0 resumes; rank 1 cannot follow
+        assert rc == 1 and err.strip().splitlines()[-1].startswith(
+            'rank 1 cannot resume from out/ckpt.pt with rank 0 (checkpoint out/ckpt.pt: not found)'), err
+
+
+def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_size(demo_root, tmp_path):
+    """SIGTERM to a 2-process run: both ranks stop at one step, rank 0 saves it, one line names it. One process with
+    the same global batch continues it on the uninterrupted run's trajectory; another global batch is refused."""
+    cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path / 'b'), *TINY,
+           '--epochs', '4', '--batch-size', '2', '--gpus', '2']
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / 'b' / 'log.jsonl'
+    while not (log.exists() and '"step": 2,' in log.read_text()):
+        assert p.poll() is None
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    err = p.communicate(timeout=60)[1].strip().splitlines()
+    m = re.fullmatch(r'stopped by SIGTERM at step (\d+): checkpoint (\S+); run the same command to continue from it',
+                     err[-1])
+    assert p.returncode == 1 and m and m[2] == str(tmp_path / 'b' / 'ckpt.pt'), err[-3:]
+    n = int(m[1])
+    assert torch.load(m[2], weights_only=True)['step'] == n < 16 and not os.path.exists(m[2] + '.tmp')
+    with pytest.raises(SystemExit, match='was trained with 4 clips a step, this run has 2'):
+        run(demo_root, tmp_path / 'b', '--epochs', '4', '--batch-size', '2')
+    resumed, ck_resumed = run(demo_root, tmp_path / 'b', '--epochs', '4')            # 1 process x 4 clips
+    straight, ck_straight = run(demo_root, tmp_path / 'a', '--epochs', '4')
+    assert [s['step'] for s in resumed if s['step'] > n] == list(range(n + 1, 17))
+    torch.testing.assert_close([s['loss'] for s in resumed][-16 + n:], [s['loss'] for s in straight][n:], rtol=1e-4,
+                               atol=1e-5)
+    torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=1e-4, atol=1e-5)
+
+
+def test_a_save_refused_by_the_file_system_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    path = tmp_path / 'ckpt.pt'
+    data.save_checkpoint(str(path), lambda: {'step': 1})
+    code = ('import resource, sys, torch, data; resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); '
+            'data.save_checkpoint(sys.argv[1], lambda: {"step": 2, "w": torch.zeros(10 ** 6)})')
+    p = subprocess.run([sys.executable, '-c', code, str(path)], cwd=os.path.dirname(PRETRAIN), capture_output=True,
+                       text=True)
+    assert p.returncode == 1 and p.stderr.strip() == f'cannot save checkpoint {path}: File too large', p.stderr
+    assert torch.load(path, weights_only=True) == {'step': 1} and os.listdir(tmp_path) == ['ckpt.pt']
+    with pytest.raises(SystemExit, match=f'--out {tmp_path}/ckpt.pt/sub is not writable: Not a directory'):
+        pretrain.main(['--out', str(path / 'sub'), '--device', 'cpu'])

@@ -283,3 +283,18 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert msg.startswith(f"{tmp_path / 'tiny.pt'} does not fit this model: 0/") and '\n' not in msg, msg
     assert 'encoder.patch_embed.proj.weight (checkpoint (192, 3, 2, 8, 8) vs model (768, 3, 2, 16, 16))' in msg
     assert not os.path.exists(tmp_path / 'out')
+
+
+def test_colour_baseline_follows_objects_only_where_colour_tells_them_apart(tmp_path):
+    """--features colour: each 8-px patch's mean colour through the same propagation. Two objects moving a patch a
+    frame over a grey background: followed when each has a colour of its own, lost when all are grey."""
+    T, H, W = 6, 64, 96
+    gt = squares(T, H, W, [lambda t: (8, 8 + 8 * t, 32, 32 + 8 * t), lambda t: (40, 64 - 8 * t, 56, 88 - 8 * t)])
+    cfg = ModelConfig(**PRESETS['tiny'], img_size=32, num_frames=4)
+    torch.save({'model': VideoClassifier(cfg, 0).state_dict(), 'config': dataclasses.asdict(cfg)}, tmp_path / 'ck.pt')
+    scores = []
+    for colours in ([[128, 128, 128], [40, 40, 220], [220, 60, 40]], [[128, 128, 128]] * 3):
+        root = make_davis(tmp_path / f'davis{len(scores)}', gt, frames=np.stack([np.uint8(colours)[m] for m in gt]))
+        scores.append(segment.main(['--davis-root', root, '--ckpt', str(tmp_path / 'ck.pt'), '--features', 'colour',
+                                    '--output', str(tmp_path / f'out{len(scores)}'), '--short-side', '0'])['J-Mean'])
+    assert scores[0] > 0.8 and scores[1] < 0.5, scores
