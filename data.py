@@ -971,7 +971,8 @@ def load_resume(out, rank, world, device, resume=True):
     except CheckpointError as e:
         state, steps = None, [str(e)]
     if world > 1:
-        torch.distributed.all_gather_object(steps := [None] * world, steps[0])
+        mine, steps = steps[0], [None] * world
+        torch.distributed.all_gather_object(steps, mine)
     bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
     if bad:
         why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'

@@ -33,13 +33,18 @@ def run(demo_root, out, *extra):
     return [l for l in lines if 'loss' in l], torch.load(os.path.join(out, 'ckpt.pt'), weights_only=True)
 
 
-def test_demo_path_writes_loadable_checkpoint_log_and_picture(demo_root, tmp_path):
+def test_demo_path_writes_loadable_checkpoint_log_and_picture_and_resumes_an_older_checkpoint(demo_root, tmp_path):
     steps, ck = run(demo_root, tmp_path, '--epochs', '1')
     assert len(steps) >= 1 and {'loss', 'loss_space', 'loss_time', 'lr', 'clips_per_s'} <= set(steps[0])
     m = M.MotionMAE(M.ModelConfig(**ck['config']))
     missing, unexpected = M.load_checkpoint(m, os.path.join(tmp_path, 'ckpt.pt'))
     assert missing == [] and unexpected == []
     assert os.path.getsize(os.path.join(tmp_path, 'recon_ep001.png')) > 1000
+    for k in ('target_weights', 'decoder_mask_ratio', 'checkpoint_activations'):   # fields a checkpoint predates:
+        del ck['config'][k]                                                         # their defaults, not refused
+    torch.save(ck, tmp_path / 'ckpt.pt')
+    steps, ck2 = run(demo_root, tmp_path, '--epochs', '2')
+    assert ck2['epoch'] == 2 and ck2['step'] == 2 * ck['step']
 
 
 def test_loss_falls_on_the_demo(demo_root, tmp_path):
@@ -64,11 +69,10 @@ def interrupt_after(monkeypatch, n_saves):
     return Killed
 
 
-@pytest.mark.parametrize('where', ['epoch', 'mid-epoch'])
-def test_resume_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch, where):
-    args = ['--epochs', '4', '--save-minutes', '0' if where == 'mid-epoch' else '1000']
+def test_resume_mid_epoch_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch):
+    args = ['--epochs', '4', '--save-minutes', '0']                    # a save after every step
     straight, ck_straight = run(demo_root, tmp_path / 'a', *args)
-    killed = interrupt_after(monkeypatch, 2 if where == 'epoch' else 3)
+    killed = interrupt_after(monkeypatch, 3)
     with pytest.raises(killed):
         run(demo_root, tmp_path / 'b', *args)
     monkeypatch.undo()
@@ -76,25 +80,6 @@ def test_resume_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch, 
     assert [s['step'] for s in resumed] == [s['step'] for s in straight]
     assert [s['loss'] for s in resumed] == [s['loss'] for s in straight]
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=0, atol=0)
-
-
-@pytest.mark.parametrize('extra', [[], ['--decoder-mask-ratio', '0.5']])  # decoder masks drawn globally too
-def test_two_gloo_processes_equal_one_process(demo_root, tmp_path, extra):
-    one, ck1 = run(demo_root, tmp_path / 'one', '--epochs', '1', '--batch-size', '4', *extra)
-    two, ck2 = run(demo_root, tmp_path / 'two', '--epochs', '1', '--batch-size', '2', '--gpus', '2', *extra)
-    assert abs(one[0]['loss'] - two[0]['loss']) < 1e-5
-    torch.testing.assert_close(ck2['model'], ck1['model'], rtol=1e-4, atol=1e-5)
-
-
-def test_a_checkpoint_older_than_new_config_fields_resumes(demo_root, tmp_path):
-    """Config fields a checkpoint predates take their defaults when it is resumed, so it is not refused."""
-    run(demo_root, tmp_path, '--epochs', '1')
-    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    for k in ('target_weights', 'decoder_mask_ratio', 'checkpoint_activations'):
-        del ck['config'][k]
-    torch.save(ck, tmp_path / 'ckpt.pt')
-    steps, ck2 = run(demo_root, tmp_path, '--epochs', '2')
-    assert ck2['epoch'] == 2 and ck2['step'] == 2 * ck['step']
 
 
 def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeypatch):
@@ -116,12 +101,6 @@ def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeyp
     monkeypatch.setattr(M.MotionMAE, 'forward', nan_at(set(range(1, 100))))
     with pytest.raises(SystemExit, match='NaN'):
         run(demo_root, tmp_path / 'b', '--epochs', '2')                 # 4 steps an epoch: the 5th NaN in a row stops
-
-
-def test_time_weight_zero_trains_the_videomae_baseline(demo_root, tmp_path):
-    steps, ck = run(demo_root, tmp_path, '--epochs', '1', '--time-weight', '0')
-    assert 'loss_time' not in steps[0] and steps[0]['loss'] == steps[0]['loss_space']
-    assert not any('time' in k for k in ck['model'])
 
 
 def blur_target(cfg, x, x_next):
@@ -248,9 +227,7 @@ def two_ranks(demo_root, tmp_path, *extra):
 
 
 def test_ranks_that_cannot_read_rank_0s_checkpoint_stop_the_resume_with_one_line(demo_root, tmp_path):
-    assert [rc for _, rc in two_ranks(demo_root, tmp_path, '--epochs', '1')] == [0, 0]
-    assert os.path.exists(tmp_path / 'node0' / 'out' / 'ckpt.pt')      # rank 0 writes, in its own folder
-    assert not os.path.exists(tmp_path / 'node1' / 'out' / 'ckpt.pt')
+    run(demo_root, tmp_path / 'node0' / 'out', '--epochs', '1')        # node 0's folder has a checkpoint
     for err, rc in two_ranks(demo_root, tmp_path, '--epochs', '2'):     # rank 0 resumes; rank 1 cannot follow
         assert rc == 1 and err.strip().splitlines()[-1].startswith(
             'rank 1 cannot resume from out/ckpt.pt with rank 0 (checkpoint out/ckpt.pt: not found)'), err
@@ -259,8 +236,9 @@ def test_ranks_that_cannot_read_rank_0s_checkpoint_stop_the_resume_with_one_line
 def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_size(demo_root, tmp_path):
     """SIGTERM to a 2-process run: both ranks stop at one step, rank 0 saves it, one line names it. One process with
     the same global batch continues it on the uninterrupted run's trajectory; another global batch is refused."""
+    extra = ['--epochs', '4', '--decoder-mask-ratio', '0.5']           # decoder masks too are drawn globally
     cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path / 'b'), *TINY,
-           '--epochs', '4', '--batch-size', '2', '--gpus', '2']
+           *extra, '--batch-size', '2', '--gpus', '2']
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / 'b' / 'log.jsonl'
     while not (log.exists() and '"step": 2,' in log.read_text()):
@@ -268,18 +246,16 @@ def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_siz
         time.sleep(0.02)
     p.send_signal(signal.SIGTERM)
     err = p.communicate(timeout=60)[1].strip().splitlines()
-    m = re.fullmatch(r'stopped by SIGTERM at step (\d+): checkpoint (\S+); run the same command to continue from it',
-                     err[-1])
+    m = re.search(r'stopped by SIGTERM at step (\d+): checkpoint (\S+); run the same command to continue$', err[-1])
     assert p.returncode == 1 and m and m[2] == str(tmp_path / 'b' / 'ckpt.pt'), err[-3:]
     n = int(m[1])
     assert torch.load(m[2], weights_only=True)['step'] == n < 16 and not os.path.exists(m[2] + '.tmp')
     with pytest.raises(SystemExit, match='was trained with 4 clips a step, this run has 2'):
-        run(demo_root, tmp_path / 'b', '--epochs', '4', '--batch-size', '2')
-    resumed, ck_resumed = run(demo_root, tmp_path / 'b', '--epochs', '4')            # 1 process x 4 clips
-    straight, ck_straight = run(demo_root, tmp_path / 'a', '--epochs', '4')
-    assert [s['step'] for s in resumed if s['step'] > n] == list(range(n + 1, 17))
-    torch.testing.assert_close([s['loss'] for s in resumed][-16 + n:], [s['loss'] for s in straight][n:], rtol=1e-4,
-                               atol=1e-5)
+        run(demo_root, tmp_path / 'b', *extra, '--batch-size', '2')
+    resumed, ck_resumed = run(demo_root, tmp_path / 'b', *extra)                     # 1 process x 4 clips
+    straight, ck_straight = run(demo_root, tmp_path / 'a', *extra)
+    assert [s['step'] for s in resumed] == list(range(1, n + 1)) + list(range(n + 1, 17))   # 2 processes, then 1
+    torch.testing.assert_close([s['loss'] for s in resumed], [s['loss'] for s in straight], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=1e-4, atol=1e-5)
 
 
