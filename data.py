@@ -6,7 +6,7 @@ logs, checkpoint files): they sit here because data.py is the one module both sc
 Loaders deliver uint8 clips, (3, T, H, W) a sample and (B, 3, T, H, W) a batch; the training scripts normalise them
 on the device with `normalize` (a quarter of the bytes of float32 to copy).
 
-  python data.py check --data demo                                  # generates the demo dataset (~15 s), checks it
+  python data.py check --data demo                                  # generates the demo dataset (~30 s), checks it
   python data.py check --data ssv2 --data-root /data/ssv2 --workers 16   # read every video once before a long run
 """
 import argparse
@@ -687,7 +687,7 @@ def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, dr
 # (optimizer groups and checkpoint loading live with the model, in model.py)
 
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
-STOP = []  # preemption signals received (SIGTERM, SIGUSR1): the loop stops at the next step all ranks agree on
+STOP = []  # [signal name, time] of a preemption signal (SIGTERM, SIGUSR1) during the loop: stop at the next step
 
 def run_args(a):
     """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
@@ -706,7 +706,8 @@ def launch(main, argv, args):
     """`--gpus N` without torchrun: main(argv) in N local processes of one job. Its store is held here, on a port
     the system picks (or MASTER_PORT), so no other process can take the port; SIGTERM / SIGUSR1 are passed on."""
     import torch.multiprocessing as mp
-    if args.device != 'cpu' and torch.cuda.is_available() and args.gpus > torch.cuda.device_count():
+    first = torch.device(args.device or 'cuda').index or 0
+    if args.device != 'cpu' and torch.cuda.is_available() and first + args.gpus > torch.cuda.device_count():
         raise SystemExit(f'--gpus {args.gpus}, but {torch.cuda.device_count()} GPUs are visible '
                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
     store = torch.distributed.TCPStore('127.0.0.1', int(os.environ.get('MASTER_PORT', 0)), args.gpus + 1, True,
@@ -715,7 +716,8 @@ def launch(main, argv, args):
     ctx = mp.start_processes(_spawned, args=(main, argv, args.gpus, store.port), nprocs=args.gpus, join=False)
     signalled = []
     for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, lambda s, _: signalled.append(s) or [os.kill(p.pid, s) for p in ctx.processes if p.is_alive()])
+        signal.signal(sig, lambda s, _: signalled.append(s) or [os.kill(p.pid, s) for p in ctx.processes
+                                                                 if p.is_alive()])
     try:
         while not signalled and not ctx.join(1):
             pass
@@ -736,7 +738,6 @@ def _spawned(rank, main, argv, world, port):
 def init_distributed(args):
     """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU, a 60-minute timeout for rank
     0's evaluations and saves [ours]. Fills args.amp where not given (bf16 on CUDA, none elsewhere). SIGTERM and
-    SIGUSR1 (a scheduler's notice) then ask the loop to stop at the next step; a second one exits at once.
     Returns (rank, world, torch.device)."""
     if args.gpus > 1 and 'RANK' in os.environ and 'MOTIONMAE_STORE' not in os.environ:    # not launch()'s processes
         raise SystemExit(f"--gpus {args.gpus} under a launcher that set RANK={os.environ['RANK']}: the launcher starts "
@@ -748,6 +749,8 @@ def init_distributed(args):
         dev = torch.device('cuda', (dev.index or 0) + local)
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.deterministic
+    else:                                        # processes of one job on one CPU share its cores
+        torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', world))))
     if args.deterministic:                       # [ours] a resumed run equal to an uninterrupted one on CUDA too
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True)
@@ -760,9 +763,15 @@ def init_distributed(args):
         torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=store, rank=rank,
                                              world_size=world, timeout=datetime.timedelta(minutes=60),
                                              device_id=dev if dev.type == 'cuda' else None)
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, lambda s, _: os._exit(128 + s) if STOP else STOP.append(signal.Signals(s).name))
     return rank, world, dev
+
+def _preempt(signum, _):
+    """SIGTERM / SIGUSR1 in the loop (a scheduler's notice): stop at the next step all ranks agree on. Another one
+    more than 5 s later exits at once (copies of the first, from the scheduler and a launcher, come together)."""
+    if STOP and time.time() - STOP[1] > 5:
+        os._exit(128 + signum)
+    if not STOP:
+        STOP.extend([signal.Signals(signum).name, time.time()])
 
 def end_distributed(world):
     """Leave the job: a barrier first, so that no rank closes its connections while another still reads from them
@@ -823,13 +832,15 @@ def step_seed(seed, micro_step, rank):
     rank) only, so a resumed run continues the same trajectory."""
     return seed * 1_000_003 + micro_step * 1009 + rank
 
-def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
+def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, due=False):
     """Step, unless the loss is NaN/inf on some rank: then skip it, count it in nan ({'total', 'run'}), stop after 5
-    in a row. -> whether a preemption signal reached some rank. Both agreed in one reduction, the step's one sync."""
-    flags = torch.stack([torch.isfinite(loss.detach()).float(), torch.full((), float(not STOP), device=loss.device)])
+    in a row. -> (stop: a preemption signal reached some rank, save: that, or a save is `due` on some rank's clock),
+    all agreed in one reduction, the step's one device sync."""
+    fills = [torch.full((), float(v), device=loss.device) for v in (not STOP, not due)]  # no copy from the host
+    flags = torch.stack([torch.isfinite(loss.detach()).float(), *fills])
     if world > 1:
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
-    ok, go_on = flags.tolist()
+    ok, go_on, not_due = flags.tolist()
     if ok:
         if clip_grad:
             scaler.unscale_(opt)
@@ -844,19 +855,21 @@ def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None):
             raise SystemExit(f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad '
                              f'or try --amp bf16')
     opt.zero_grad(set_to_none=True)
-    return not go_on
+    return not go_on, not (go_on and not_due)
 
 def preempted(path, step, world, log):
     """After the checkpoint at a preemption: leave the job; rank 0 stops with one line naming the checkpoint."""
-    log.bar.close()
+    log.close()
     end_distributed(world)
     if int(os.environ.get('RANK', 0)):                           # the others leave quietly; rank 0's status counts
         raise SystemExit(0)
-    raise SystemExit(f'stopped by {STOP[0]} at step {step}: checkpoint {path}; run the same command to continue')
+    why = STOP[0] if STOP else 'a signal to another rank'
+    raise SystemExit(f'stopped by {why} at step {step}: checkpoint {path}; run the same command to continue')
 
 class RunLog:
     """What both loops report: a tqdm bar and <out>/log.jsonl on rank 0; the loss terms summed on the device between
-    log lines (.item() only at a log line; means over steps and ranks); the epoch's bad videos, checked at its end."""
+    log lines (.item() only at a log line; means over steps and ranks); the epoch's bad videos, checked at its end.
+    From here to close(), SIGTERM and SIGUSR1 ask the loop to stop (_preempt), and save_due() keeps the time."""
 
     def __init__(self, out, rank, world, step, total, every):
         self.file = open(os.path.join(out, 'log.jsonl'), 'a') if rank == 0 else None
@@ -864,6 +877,18 @@ class RunLog:
         self.world, self.every, self.shown = world, every, {}
         self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
         self.bad, self.seen, self.examples = 0, 0, []
+        self.last_save = time.time()
+        STOP.clear()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, _preempt)
+
+    def save_due(self, minutes):
+        return minutes >= 0 and time.time() - self.last_save > 60 * minutes
+
+    def close(self):
+        self.bar.close()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
 
     def batch(self, batch, n_videos, out, accum):
         """One micro-batch: its bad videos among the n_videos drawn, and out's loss terms ('loss', 'loss_<name>')."""
@@ -935,11 +960,14 @@ def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
                 os.fsync(fh.fileno())
             os.replace(path + '.tmp', path)
             folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-            os.fsync(folder)
+            try:
+                os.fsync(folder)
+            except OSError:                                     # a file system that cannot sync a folder
+                pass
             os.close(folder)
         except (OSError, RuntimeError) as e:                    # torch.save: a RuntimeError after the OSError
             cause = e if isinstance(e, OSError) else e.__context__
-            error = cause.strerror if isinstance(cause, OSError) else str(e).strip().splitlines()[-1]
+            error = getattr(cause, 'strerror', None) or str(e).strip().splitlines()[-1] or type(e).__name__
             if os.path.exists(path + '.tmp'):
                 os.remove(path + '.tmp')
     if world > 1:                                               # the others learn of it, not wait in vain
@@ -973,6 +1001,8 @@ def load_resume(out, rank, world, device, resume=True):
     if world > 1:
         mine, steps = steps[0], [None] * world
         torch.distributed.all_gather_object(steps, mine)
+    if isinstance(steps[0], str):                               # rank 0 cannot read its own checkpoint
+        raise SystemExit(f'{steps[0]}; to start over use --no-resume or another --out')
     bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
     if bad:
         why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'

@@ -290,8 +290,7 @@ def main(argv=None):
     rank, world, device = init_distributed(args)
     samples, classes = load_split(args.data, args.data_root, 'train')
     val_samples, _ = load_split(args.data, args.data_root, 'val')
-    if rank == 0:
-        check_writable(args.out)
+    check_writable(args.out)                                            # every rank: none waits for a failed one
     K = len(classes)
 
     torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
@@ -338,7 +337,6 @@ def main(argv=None):
            f'{n_train:,} params, {device}, world {world}')
     log = RunLog(args.out, rank, world, step, total, args.log_every)
     step_loss, val = 0.0, None
-    last_save = time.time()
     while epoch < args.epochs:
         set_train(raw, probe)
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
@@ -363,13 +361,14 @@ def main(argv=None):
             step_loss = step_loss + out['loss'].detach() / args.accum
             if not last:
                 continue
-            stop = optimizer_step(opt, scaler, step_loss, world, nan, step)
+            due = log.save_due(args.save_minutes)                       # on this rank's clock
+            stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, None, due)
             step += 1
             step_loss = 0.0
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
-            if stop or args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+            if save:                                                    # every --save-minutes, and when stopped
                 checkpoint(epoch, it + 1)
-                last_save = time.time()
+                log.last_save = time.time()
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
         # end of epoch: bad videos, single-view val, checkpoint
@@ -380,8 +379,8 @@ def main(argv=None):
         log.epoch(epoch, step, device, **scores)
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
-        last_save = time.time()
-    log.bar.close()
+        log.last_save = time.time()
+    log.close()
     test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
     end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, results {args.out}/test_results.json')

@@ -186,7 +186,7 @@ MOTION_FLOOR = 2 / 255  # [ours] 2 grey levels: about the codec and sensor noise
 
 def time_target(cfg, x, x_next):
     """[paper] motion m_i = x_{i+g} - x_i in [-1,1], cut into tubelets like pixels. -> (B, N, K). [ours] motion_norm
-    'clip': one scale per clip and channel (EXPERIMENTS.md: motion normalisation); 'patch' per tubelet; 'none'."""
+    'clip': one scale per clip and channel (EXPERIMENTS.md: Codec noise); 'patch' per tubelet; 'none'."""
     if x_next is None:
         raise ValueError('the time target needs x_next (the +motion_gap partner frames)')
     m = patchify(unnormalize(x_next) - unnormalize(x), cfg.tubelet_size, cfg.patch_size)
@@ -474,7 +474,7 @@ def checkpoint_config(ck, path):
 def load_checkpoint(model, ckpt, verbose=True, path='checkpoint'):
     """Load ours or a VideoMAE pretrain/finetune checkpoint (a path, or a dict read from `path`) into a MotionMAE or a
     VideoClassifier. Every encoder tensor must load, else CheckpointError names the first misfit; the rest may be new
-    (initialised) or left over, and one line says which. -> (missing, unexpected keys, misfits with both shapes)."""
+    (initialised) or left over, and one line says which. -> (missing, unexpected keys; misfits among the latter)."""
     if isinstance(ckpt, str):
         path, ckpt = ckpt, read_checkpoint(ckpt)
     for k in ('model', 'module', 'state_dict'):

@@ -11,9 +11,9 @@ VideoMAE baseline: --time-weight 0.  Benchmark on random clips: python pretrain.
 A pretext target of your own: one function in model.TARGETS, then --target-weights NAME=W (README).
 """
 import argparse
-import json
 import math
 import os
+import resource
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
@@ -34,10 +34,11 @@ from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset; 'demo' is ours, sized for 2 CPU cores
 
+_VIDEOMAE = dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10)
 RECIPES = {
-    'ssv2': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
-    'k400': dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10),
-    'ucf101': dict(model='base', epochs=800, warmup_epochs=40, lr=3e-4, batch_size=32, mask_ratio=0.75, workers=10),
+    'ssv2': _VIDEOMAE,
+    'k400': _VIDEOMAE,
+    'ucf101': dict(_VIDEOMAE, lr=3e-4, mask_ratio=0.75),
     # demo [ours]: 640 videos / 32 = 20 steps an epoch; mask 0.75 of a 4 x 4 grid (EXPERIMENTS.md: Today's demo)
     'demo': dict(model='tiny', epochs=44, warmup_epochs=1, lr=4.8e-3, batch_size=32, mask_ratio=0.75, workers=1,
                  log_every=10, vis_every=11),
@@ -54,8 +55,7 @@ def get_args(argv=None):
     a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
     a('--epochs', type=int, help='VideoMAE: 800 (ablations 400)')
     a('--warmup-epochs', type=int, help='VideoMAE: 40')
-    a('--lr', type=float,
-      help='base lr per 256 clips, scaled by global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 4.8e-3)')
+    a('--lr', type=float, help='lr per 256 clips, times global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 4.8e-3)')
     a('--min-lr', type=float, default=1e-5, help='cosine floor per 256 clips (VideoMAE: 1e-5)')
     a('--weight-decay', type=float, default=0.05, help='VideoMAE: 0.05')
     a('--clip-grad', type=float, default=None, help='max grad norm; off by default as in the paper')
@@ -66,12 +66,9 @@ def get_args(argv=None):
     a('--target-weights', default='', metavar='NAME=W[,NAME=W]',
       help=f"weights of model.TARGETS ({', '.join(TARGETS)}) over the default space=1,time=λ; 0 drops one (ours)")
     a('--motion-gap', type=int, default=1, help='frames between a frame and its motion partner (paper: 1)')
-    a('--motion-norm', default='clip', choices=['clip', 'patch', 'none'],
-      help="ours: clip, one scale per clip; 'patch' per tubelet (lifts codec noise) and 'none' for ablations")
-    a('--decoder-mask-ratio', type=float, default=0.0,
-      help='share of hidden tokens the decoders skip, drawn at random (paper: 0; VideoMAEv2: 0.5)')
-    a('--checkpoint-activations', action='store_true',
-      help='recompute encoder and decoder blocks in backward: less memory, more time (ours: off)')
+    a('--motion-norm', default='clip', choices=['clip', 'patch', 'none'], help="ours: one scale per clip (clip)")
+    a('--decoder-mask-ratio', type=float, default=0.0, help='share of hidden tokens not decoded (paper: 0; v2: 0.5)')
+    a('--checkpoint-activations', action='store_true', help='recompute blocks in backward: less memory (ours: off)')
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
     clip_args(a)  # --img-size --num-frames --stride --flip: the --data preset's where not given (data.py)
@@ -79,8 +76,7 @@ def get_args(argv=None):
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 11)')
-    a('--val-clips', type=int, default=64,
-      help='held-out clips scored each epoch with a fixed mask (ours: 64; 0 = off)')
+    a('--val-clips', type=int, default=64, help='held-out clips scored each epoch, fixed mask (ours: 64; 0 = off)')
     a('--bench', action='store_true', help='time steps on random clips; print clips/s, MFU, memory')
     a('--bench-steps', type=int, help='timed steps a variant (ours: 20 on CUDA, 3 on CPU)')
     args = p.parse_args(argv)
@@ -114,8 +110,7 @@ def main(argv=None):
     cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
-    if rank == 0:
-        check_writable(args.out)
+    check_writable(args.out)                                            # every rank: none waits for a failed one
     samples, _ = load_split(args.data, args.data_root, 'train')
     if args.batch_size % args.repeat:
         raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
@@ -135,12 +130,15 @@ def main(argv=None):
     path = os.path.join(args.out, 'ckpt.pt')
     state = load_resume(args.out, rank, world, device, args.resume)     # rank 0 decides, every rank reads
     if state is not None:
-        saved = asdict(checkpoint_config(state, f'{args.out}/ckpt.pt'))  # fields it predates: their defaults
+        saved = asdict(checkpoint_config(state, path))                   # fields it predates: their defaults
         changed = [k for k, v in asdict(cfg).items() if saved[k] != v and k != 'checkpoint_activations']
         if changed:
-            raise SystemExit(f"{args.out}/ckpt.pt was trained with another model config ({', '.join(changed)}); "
+            raise SystemExit(f"{path} was trained with another model config ({', '.join(changed)}); "
                              'use another --out or --no-resume')
-        raw.load_state_dict(state['model'])
+        missing, unexpected = load_checkpoint(raw, state, verbose=False, path=path)   # older layouts renamed
+        if missing or unexpected:
+            raise SystemExit(f'{path} does not hold this model ({len(missing)} tensors missing, {len(unexpected)} '
+                             'left over); use another --out or --no-resume')
     step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path)
     del state                                                           # the resume copy of model and moments
     model = wrap(raw, device, world, args.compile)                      # after loading: DDP starts from these
@@ -160,7 +158,6 @@ def main(argv=None):
     # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
     vis = None if val is None else (normalize(val['x'][:2]).to(device), normalize(val['x_next'][:2]).to(device),
                                     val['mask'][:2].to(device))
-    last_save = time.time()
     while epoch < args.epochs:
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
         for it, batch in enumerate(loader, start=it0):
@@ -186,23 +183,24 @@ def main(argv=None):
             vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone(), mask[:2].clone())
             if not last:
                 continue
-            stop = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad)
+            due = log.save_due(args.save_minutes)                       # on this rank's clock
+            stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, due)
             step += 1
             step_loss = 0.0
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
-            if stop or args.save_minutes >= 0 and time.time() - last_save > 60 * args.save_minutes:
+            if save:                                                    # every --save-minutes, and when stopped
                 checkpoint(epoch, it + 1)
-                last_save = time.time()
+                log.last_save = time.time()
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
         # end of epoch: bad videos, held-out losses relative to predicting 0, checkpoint, pictures
         log.epoch(epoch, step, device, **(validate(raw, val, device, args.amp, B) if val and rank == 0 else {}))
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
-        last_save = time.time()
+        log.last_save = time.time()
         if rank == 0 and vis is not None and (epoch % args.vis_every == 0 or epoch == args.epochs):
             save_reconstruction(raw, *vis, os.path.join(args.out, f'recon_ep{epoch:03d}.png'))
-    log.bar.close()
+    log.close()
     end_distributed(world)
     print0(f'done: {step} steps, checkpoint {args.out}/ckpt.pt, log {args.out}/log.jsonl')
 
@@ -246,11 +244,7 @@ def validate(raw, val, device, amp, chunk):
                          (f'{n}_mean', (tgt - mean_vis).pow(2) * hid)):
                 sums[k] = sums.get(k, 0.0) + v.sum().item()
     raw.train(was_training)
-    rec = {}
-    for n in raw.weights:
-        rec[f'val_{n}_rel'] = sums[n] / max(sums[f'{n}_zero'], 1e-12)
-        rec[f'val_{n}_mean_rel'] = sums[f'{n}_mean'] / max(sums[f'{n}_zero'], 1e-12)
-    return rec
+    return {f'val_{n}{k}_rel': sums[n + k] / max(sums[f'{n}_zero'], 1e-12) for n in raw.weights for k in ('', '_mean')}
 
 # -----------------------------------------------------------------------------
 # reconstruction picture: input, masked input, space reconstruction, then each other target: true and predicted
@@ -284,18 +278,14 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8, min_side=128):
         pred[mask] = out[f'pred_{n}'].float().reshape(-1, K)
         panels += [(f'true {n}', 0.5 + 0.5 * tgt / scale), (f'pred {n}', 0.5 + 0.5 * pred / scale)]
     shown = range(0, cfg.num_frames, max(1, cfg.num_frames // n_frames))
-    zoom, gap, font = -(-min_side // cfg.img_size), 4, cv2.FONT_HERSHEY_SIMPLEX
-    side = cfg.img_size * zoom
-    label, top = 120, 24                                               # px for the row names, the frame numbers
-    header = np.full((top, label + len(shown) * (side + gap), 3), 255, np.uint8)
-    for k, t in enumerate(shown):
-        cv2.putText(header, f'frame {t}', (label + k * (side + gap) + 4, 17), font, 0.5, (0, 0, 0), 1)
-    rows = [header]
+    side, gap, label = -(-min_side // cfg.img_size) * cfg.img_size, 4, 150  # px: a frame, between, the row names
+    rows = []
     for b in range(B):
         for name, v in panels:
             frames = (unpatchify(v, u, p, cfg.grid)[b].clamp(0, 1) * 255).byte().permute(1, 2, 3, 0).cpu().numpy()
-            row = np.full((side + gap, header.shape[1], 3), 255, np.uint8)
-            cv2.putText(row, name if b == 0 else f'{name} ({b})', (4, side // 2 + 5), font, 0.45, (0, 0, 0), 1)
+            row = np.full((side + gap, label + len(shown) * (side + gap), 3), 255, np.uint8)
+            title = f"{name}{f' ({b})' if b else ''}, frames {shown[0]}-{shown[-1]}"
+            cv2.putText(row, title, (4, side // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0, 1)
             for k, t in enumerate(shown):                              # (H, W, 3) RGB -> BGR, nearest-neighbour x zoom
                 tile = cv2.resize(frames[t][..., ::-1], (side, side), interpolation=cv2.INTER_NEAREST)
                 row[:side, label + k * (side + gap):label + k * (side + gap) + side] = tile
@@ -307,21 +297,18 @@ def save_reconstruction(raw, x, x_next, mask, path, n_frames=8, min_side=128):
 
 def matmul_peak(device, dtype, n, runs=10):
     """The device's FLOP/s on an n x n matmul: the best of `runs` timed runs (its tensors freed on return)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    a @ a                                                               # warm-up
-    best = float('inf')
-    for _ in range(runs):
+    a, best = torch.randn(n, n, device=device, dtype=dtype), float('inf')
+    for i in range(runs + 1):                                           # run 0: warm-up
         sync(device)
         t = time.perf_counter()
         a @ a
         sync(device)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.perf_counter() - t) if i else best
     return 2 * n ** 3 / best
 
 def bench(args, cfg, device):
     """Every variant beside the configured one: time a step, FLOPs a clip (torch's FlopCounterMode, attention as
-    matmuls), achieved FLOP/s and their share of the matmul peak (MFU); memory: CUDA's peak allocated a variant, on
-    CPU the process's resident high-water mark so far (the first variant's own; run one config a process to compare)."""
+    matmuls), FLOP/s and their share of the matmul peak (MFU); peak memory (CPU: the process's, so far)."""
     steps, warmup = args.bench_steps or (20 if device.type == 'cuda' else 3), 2
     dtype = AMP_DTYPES[args.amp] or torch.float32
     peak = matmul_peak(device, dtype, 8192 if device.type == 'cuda' else 2048)
@@ -357,17 +344,14 @@ def bench(args, cfg, device):
         sync(device)
         dt = (time.time() - t) / steps
         flops = per_clip * args.batch_size / dt
-        mem = torch.cuda.max_memory_allocated() / 2 ** 30 if device.type == 'cuda' else _max_rss_gib()
+        mem = torch.cuda.max_memory_allocated() if device.type == 'cuda' else 2 ** 10 * resource.getrusage(
+            resource.RUSAGE_SELF).ru_maxrss                             # CPU: the process's peak so far (KiB)
         base = base or (dt, per_clip)
         mfu = f'{flops / peak:5.1%}' if flops <= peak else '  n/a'      # above the peak: the peak is not known
         print0(f'{name:26s} {dt * 1000:8.0f} ms/step {args.batch_size / dt:8.2f} clips/s '
                f'{flops / 1e12:7.3f} TFLOP/s  MFU {mfu}  GFLOP/clip {per_clip / 1e9:6.1f}  '
-               f'time ×{dt / base[0]:.2f} FLOPs ×{per_clip / base[1]:.2f}  peak mem {mem:.2f} GiB')
+               f'time ×{dt / base[0]:.2f} FLOPs ×{per_clip / base[1]:.2f}  peak mem {mem / 2 ** 30:.2f} GiB')
         del raw, model, opt
-
-def _max_rss_gib():  # CPU: the process's peak resident memory so far
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 if __name__ == '__main__':
     main()

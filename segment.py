@@ -180,7 +180,8 @@ def read_frame(path, hw, size):
 @torch.no_grad()
 def frame_features(clf, img, norm='ln', colour=False):
     """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block; the frame is repeated to fill one
-    tubelet, so the encoder sees a still clip. colour: each patch's mean colour instead (D = 3), a baseline [ours]."""
+    tubelet, so the encoder sees a still clip. colour: each patch's mean colour instead (D = 3, no LayerNorm, which
+    would leave only the hue), a baseline [ours]."""
     dev, p = next(clf.parameters()).device, clf.cfg.patch_size
     x = normalize(torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None])  # (3, 1, H', W')
     if colour:
@@ -188,7 +189,7 @@ def frame_features(clf, img, norm='ln', colour=False):
     else:
         f = clf.encoder(x[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1))              # (1, h·w, D)
         f = f.view(img.shape[0] // p, img.shape[1] // p, -1)                                # (h, w, D)
-    if norm == 'ln':  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
+    if norm == 'ln' and not colour:  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
         f = F.layer_norm(f, f.shape[-1:])
     return F.normalize(f, dim=-1)
 

@@ -13,7 +13,8 @@ demo DAVIS J&F, and the held-out losses relative to predicting 0 (space_rel, tim
 when their means differ by more than twice the pooled sd of the seeds (sqrt of the mean of the two variances).
 Runs are folders under --out; a finished step is not run again, so an interrupted comparison continues.
 Extra flags for pretrain.py / finetune.py: --pretrain-args '...' / --finetune-args '...' (e.g. another budget).
-This file is a harness over the five scripts, not part of the method: it only runs them and reads their outputs.
+This file is a harness over the project's scripts, not part of the method: it only runs them and reads their
+outputs.
 """
 import argparse
 import itertools
@@ -44,7 +45,7 @@ def sh(cmd, log, threads):
 
 
 def run_one(args, label, weights, seed):
-    """All steps of one row and seed in runs/<row>_s<seed>; -> its measures."""
+    """All steps of one row and seed in <out>/<row's letters and digits>_s<seed>; -> its measures."""
     out = os.path.join(args.out, f"{''.join(c for c in label if c.isalnum())}_s{seed}")
     os.makedirs(out, exist_ok=True)
     log, S = os.path.join(out, 'commands.log'), str(seed)
@@ -54,9 +55,10 @@ def run_one(args, label, weights, seed):
                 f'torch.manual_seed({seed}); torch.save({{"model": model.MotionMAE(c).state_dict(), '
                 f'"config": dataclasses.asdict(c)}}, sys.argv[1])')
         sh(['-c', code, ckpt], log, args.threads)
-    elif not os.path.exists(ckpt):
+    elif not os.path.exists(os.path.join(out, 'pretrained')):    # pretrain.py resumes an interrupted run
         sh(['pretrain.py', '--seed', S, '--target-weights', weights, '--out', out, *args.pretrain_args], log,
            args.threads)
+        open(os.path.join(out, 'pretrained'), 'w').close()
     init = '' if weights == 'scratch' else ckpt
     for sub, extra in (('ft', []), ('lp', ['--linear-probe', '--init', ckpt])):
         if not os.path.exists(os.path.join(out, sub, 'test_results.json')):
@@ -66,9 +68,9 @@ def run_one(args, label, weights, seed):
         sh(['segment.py', '--ckpt', ckpt, '--output', os.path.join(out, 'davis')], log, args.threads)
     ft = json.load(open(os.path.join(out, 'ft', 'test_results.json')))
     val = {}
-    if os.path.exists(os.path.join(out, 'log.jsonl')):
-        val = [r for r in map(json.loads, open(os.path.join(out, 'log.jsonl'))) if 'val_space_rel' in r
-               or 'val_time_rel' in r][-1]
+    if os.path.exists(os.path.join(out, 'log.jsonl')):                 # the last held-out scores, if any
+        val = ([r for r in map(json.loads, open(os.path.join(out, 'log.jsonl'))) if 'val_space_rel' in r
+                or 'val_time_rel' in r][-1:] or [{}])[0]
     return dict(finetune=ft['top1'], sign=sum(ft['per_class'][c] for c in SIGN) / len(SIGN),
                 probe=json.load(open(os.path.join(out, 'lp', 'test_results.json')))['top1'],
                 davis=100 * json.load(open(os.path.join(out, 'davis', 'results.json')))['J&F-Mean'],
@@ -94,15 +96,21 @@ def main(argv=None):
     p.add_argument('--finetune-args', type=shlex.split, default=[], help="e.g. '--epochs 10'")
     args = p.parse_args(argv)
     args.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    args.out = os.path.abspath(args.out)
+    if any(':' not in r for r in args.rows):
+        p.error('a row is LABEL:TARGET_WEIGHTS or LABEL:scratch')
     rows = [r.rsplit(':', 1) for r in args.rows]
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     sh(['data.py', 'check', '--num-frames', '8'], os.path.join(args.out, 'demo.log'), args.threads)  # generate once
     colour = os.path.join(args.out, 'colour')
-    with ThreadPoolExecutor(args.jobs) as pool:
-        jobs = {(label, s): pool.submit(run_one, args, label, w, s) for (label, w), s in itertools.product(rows,
-                                                                                                          args.seeds)}
+    pool = ThreadPoolExecutor(args.jobs)
+    runs = itertools.product(rows, args.seeds)
+    jobs = {(label, s): pool.submit(run_one, args, label, w, s) for (label, w), s in runs}
+    try:
         res = {k: f.result() for k, f in jobs.items()}
+    finally:
+        pool.shutdown(cancel_futures=True)                             # a failed run: no new ones start
     first = next(iter(res))
     if not os.path.exists(os.path.join(colour, 'results.json')):
         ckpt = os.path.join(args.out, f"{''.join(c for c in first[0] if c.isalnum())}_s{first[1]}", 'ckpt.pt')

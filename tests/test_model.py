@@ -1,6 +1,5 @@
 """model.py: geometry, masking, targets, loss, decoders, classifier, checkpoints (CPU, tiny)."""
 import ast
-import math
 import os
 from dataclasses import asdict, replace
 

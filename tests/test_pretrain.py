@@ -136,8 +136,8 @@ def test_a_registered_target_trains_logs_draws_and_round_trips(demo_root, tmp_pa
         key = f"decoders.{'shared' if decoder == 'shared' else n}.heads.{n}.weight"
         assert not torch.equal(ck['model'][key], init[key]), key
     # the picture: input, masked, space reconstruction, true and predicted blur (colour is not pixel-shaped), 2 clips
-    # each 32-px frame upscaled x4 (nearest) with a 4-px gap; a 24-px header of frame numbers, a 120-px label column
-    assert cv2.imread(str(tmp_path / 'recon_ep001.png')).shape[:2] == (24 + 2 * 5 * 132, 120 + 8 * 132)
+    # each 32-px frame upscaled x4 (nearest) with a 4-px gap, a 150-px label column
+    assert cv2.imread(str(tmp_path / 'recon_ep001.png')).shape[:2] == (2 * 5 * 132, 150 + 8 * 132)
     steps2, ck2 = run(demo_root, tmp_path, '--epochs', '2', *flags)           # resumes: the weights come back
     assert ck2['epoch'] == 2 and len(steps2) == 2 * len(steps) and ck2['config'] == ck['config']
     with pytest.raises(SystemExit, match=r'another model config \(target_weights\)'):
