@@ -780,6 +780,11 @@ def end_distributed(world):
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
+def stop_all(world, message):
+    """Every rank stops with the same one line (a failure all ranks agreed on), leaving the job first."""
+    end_distributed(world)
+    raise SystemExit(message)
+
 def print0(*a, **kw):
     if int(os.environ.get('RANK', 0)) == 0:
         print(*a, **kw, flush=True)
@@ -852,8 +857,8 @@ def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, due=Fals
         nan['total'], nan['run'] = nan['total'] + 1, nan['run'] + 1
         print0(f"step {step}: loss is NaN/inf, step skipped ({nan['total']} so far)")
         if nan['run'] >= 5:
-            raise SystemExit(f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad '
-                             f'or try --amp bf16')
+            stop_all(world, f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad or '
+                            'try --amp bf16')
     opt.zero_grad(set_to_none=True)
     return not go_on, not (go_on and not_due)
 
@@ -923,7 +928,7 @@ class RunLog:
             torch.distributed.all_reduce(counts)
         bad, seen = int(counts[0]), int(counts[1])
         if seen and bad / seen > 0.1:
-            raise SystemExit(f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
+            stop_all(self.world, f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
                              f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
         self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores),
                    {k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
@@ -941,9 +946,10 @@ def check_writable(out):
     """Make `out` and write a file there before the first step: a folder that refuses stops the run at once."""
     try:
         os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, '.write-test'), 'wb') as fh:
+        probe = os.path.join(out, f'.write-test-{os.getpid()}')      # one a process: ranks may share the folder
+        with open(probe, 'wb') as fh:
             fh.write(b'0')
-        os.remove(os.path.join(out, '.write-test'))
+        os.remove(probe)
     except OSError as e:
         raise SystemExit(f'--out {out} is not writable: {e.strerror or e}') from None
 
@@ -975,7 +981,7 @@ def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
         torch.distributed.broadcast(failed, 0)
         error = error or failed.item()
     if error:
-        raise SystemExit(f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
+        stop_all(world, f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
 
 def train_state(opt, scaler, step, epoch, videos, nan, clips):
     """What a checkpoint holds besides the model to continue the trajectory: the position (step, epoch, the videos of
@@ -1002,23 +1008,23 @@ def load_resume(out, rank, world, device, resume=True):
         mine, steps = steps[0], [None] * world
         torch.distributed.all_gather_object(steps, mine)
     if isinstance(steps[0], str):                               # rank 0 cannot read its own checkpoint
-        raise SystemExit(f'{steps[0]}; to start over use --no-resume or another --out')
+        stop_all(world, f'{steps[0]}; to start over use --no-resume or another --out')
     bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
     if bad:
         why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'
-        raise SystemExit(f'rank {bad[0]} cannot resume from {found[0]} with rank 0 ({why}): --out must be one folder '
-                         'every rank reads (a shared file system); to start over use --no-resume or another --out')
+        stop_all(world, f'rank {bad[0]} cannot resume from {found[0]} with rank 0 ({why}): --out must be one folder '
+                 'every rank reads (a shared file system); to start over use --no-resume or another --out')
     return state
 
-def restore(state, opt, scaler, clips, videos_a_step, path):
+def restore(state, opt, scaler, clips, videos_a_step, path, world=1):
     """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, micro-batches this
     rank has done in the epoch, NaN counters. Another global batch than the checkpoint's stops with one line."""
     if state is None:
         return 0, 0, 0, {'total': 0, 'run': 0}
     if state.get('clips_per_step', clips) != clips:
-        raise SystemExit(f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
-                         '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same '
-                         'global batch, or another --out')
+        stop_all(world, f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
+                 '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same global '
+                 'batch, or another --out')
     opt.load_state_dict(state['optimizer'])
     scaler.load_state_dict(state['scaler'])
     print0(f"resumed from {path} at epoch {state['epoch']}, step {state['step']}")

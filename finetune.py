@@ -322,7 +322,7 @@ def main(argv=None):
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,  # [VideoMAE]
                               fused=device.type == 'cuda')                 # a linear probe: the head's only
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
-    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path)
+    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path, world)
     del state, ck                                                       # the checkpoint read: freed
 
     def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done

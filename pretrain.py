@@ -139,7 +139,7 @@ def main(argv=None):
         if missing or unexpected:
             raise SystemExit(f'{path} does not hold this model ({len(missing)} tensors missing, {len(unexpected)} '
                              'left over); use another --out or --no-resume')
-    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path)
+    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path, world)
     del state                                                           # the resume copy of model and moments
     model = wrap(raw, device, world, args.compile)                      # after loading: DDP starts from these
 

@@ -9,7 +9,7 @@ A row is LABEL:TARGET_WEIGHTS (pretrain.py's --target-weights; empty: the defaul
 from scratch; probe and DAVIS of a random encoder of the default shape). Every row also gets the colour-only DAVIS
 baseline once. Measures: finetune top-1 (2x3 views), top-1 on the sign-of-motion classes (clockwise /
 counterclockwise / closer / away, the ones a single frame's motion direction does not tell), linear-probe top-1,
-demo DAVIS J&F, and the held-out losses relative to predicting 0 (space_rel, time_rel). Rows are apart on a measure
+demo DAVIS J&F, and the held-out losses relative to predicting 0 (space_rel, time_rel: lower is better). Rows are apart on a measure
 when their means differ by more than twice the pooled sd of the seeds (sqrt of the mean of the two variances).
 Runs are folders under --out; a finished step is not run again, so an interrupted comparison continues.
 Extra flags for pretrain.py / finetune.py: --pretrain-args '...' / --finetune-args '...' (e.g. another budget).
@@ -131,7 +131,7 @@ def main(argv=None):
             (ma, sa), (mb, sb) = stats[a, k], stats[b, k]
             pooled = math.sqrt((sa ** 2 + sb ** 2) / 2)
             if not math.isnan(ma - mb) and abs(ma - mb) > 2 * pooled:
-                print(f'  {k}: {a if ma > mb else b} above {b if ma > mb else a} '
+                print(f'  {k}: {a if ma > mb else b} higher than {b if ma > mb else a} '
                       f'({max(ma, mb):.3g} vs {min(ma, mb):.3g}, 2 pooled sd {2 * pooled:.2g})')
     with open(os.path.join(args.out, 'results.json'), 'w') as fh:
         json.dump(dict(runs={f'{k[0]} s{k[1]}': v for k, v in res.items()}, colour_davis=davis_colour), fh, indent=1)

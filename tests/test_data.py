@@ -213,7 +213,7 @@ def test_demo_frames_agree_across_classes_but_motion_does_not(monkeypatch):
     view, drawn = data._view, []
     monkeypatch.setattr(data, '_view', lambda canvas, x, y, angle, scale, W, H: (
         drawn.append((x, y, angle, np.log(scale))), view(canvas, x, y, angle, scale, W, H))[1])
-    F, n, rng = data.DEMO_FRAMES, 40, np.random.default_rng(0)
+    F, n, rng = data.DEMO_FRAMES, 24, np.random.default_rng(0)
     shifts, sizes, colours = [], [], []
     for c, motion in enumerate(data.DEMO_CLASSES.values()):
         drawn.clear()

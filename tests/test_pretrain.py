@@ -70,7 +70,7 @@ def interrupt_after(monkeypatch, n_saves):
 
 
 def test_resume_mid_epoch_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch):
-    args = ['--epochs', '4', '--save-minutes', '0']                    # a save after every step
+    args = ['--epochs', '3', '--save-minutes', '0']                    # a save after every step
     straight, ck_straight = run(demo_root, tmp_path / 'a', *args)
     killed = interrupt_after(monkeypatch, 3)
     with pytest.raises(killed):
@@ -165,16 +165,15 @@ def test_a_missing_root_gives_one_line(tmp_path):
 
 def test_bench_prints_all_variants(capsys):
     pretrain.main(['--bench', '--model', 'tiny', '--data', 'demo', '--batch-size', '1', '--device', 'cpu',
-                   '--no-compile'])
+                   '--no-compile', '--bench-steps', '1'])
     out = capsys.readouterr().out
     assert 'videomae' in out and 'shared decoder' in out
     mfu = re.findall(r'MFU +(n/a|[\d.]+%)', out)
     assert len(mfu) == 5 and all(m == 'n/a' or float(m[:-1]) <= 100 for m in mfu), mfu  # never above the peak
 
 
-def test_validation_is_relative_to_predicting_zero_and_a_fixed_batch_is_learnt():
-    """validate() against a hand computation; then one fixed batch and mask: the tiny model brings the space loss
-    below half its predict-0 value within a few hundred steps (the model can learn; the demo's clips)."""
+def test_validation_is_relative_to_predicting_zero_and_to_the_trivial_rule():
+    """validate() against a hand computation, in chunks that do not divide the clips."""
     torch.manual_seed(0)
     cfg = M.ModelConfig(**M.PRESETS['tiny'], img_size=32, num_frames=8, mask_ratio=0.75)
     raw = M.MotionMAE(cfg)
@@ -193,15 +192,7 @@ def test_validation_is_relative_to_predicting_zero_and_a_fixed_batch_is_learnt()
         zero = hid.pow(2).mean()
         assert rec[f'val_{n}_rel'] == pytest.approx((out[f'loss_{n}'] / zero).item(), rel=1e-4)
         assert rec[f'val_{n}_mean_rel'] == pytest.approx(((hid - vis_mean).pow(2).mean() / zero).item(), rel=1e-4)
-    torch.manual_seed(0)                                         # the pixel target alone: half the cost
-    raw = M.MotionMAE(M.ModelConfig(**{**vars(cfg), 'time_weight': 0.0}))
-    opt = torch.optim.AdamW(raw.parameters(), 2e-3, betas=(0.9, 0.95))
-    for step in range(150):
-        raw(x, xn, mask)['loss'].backward()
-        opt.step()
-        opt.zero_grad()
-    rec = pretrain.validate(raw, val, torch.device('cpu'), 'none', chunk=4)
-    assert set(rec) == {'val_space_rel', 'val_space_mean_rel'} and rec['val_space_rel'] < 0.5
+    assert set(rec) == {'val_space_rel', 'val_space_mean_rel', 'val_time_rel', 'val_time_mean_rel'}
 
 
 # --- on a cluster: preemption, failed saves, resume every rank agrees on
@@ -236,7 +227,7 @@ def test_ranks_that_cannot_read_rank_0s_checkpoint_stop_the_resume_with_one_line
 def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_size(demo_root, tmp_path):
     """SIGTERM to a 2-process run: both ranks stop at one step, rank 0 saves it, one line names it. One process with
     the same global batch continues it on the uninterrupted run's trajectory; another global batch is refused."""
-    extra = ['--epochs', '4', '--decoder-mask-ratio', '0.5']           # decoder masks too are drawn globally
+    extra = ['--epochs', '3', '--decoder-mask-ratio', '0.5']           # decoder masks too are drawn globally
     cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path / 'b'), *TINY,
            *extra, '--batch-size', '2', '--gpus', '2']
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -249,12 +240,12 @@ def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_siz
     m = re.search(r'stopped by SIGTERM at step (\d+): checkpoint (\S+); run the same command to continue$', err[-1])
     assert p.returncode == 1 and m and m[2] == str(tmp_path / 'b' / 'ckpt.pt'), err[-3:]
     n = int(m[1])
-    assert torch.load(m[2], weights_only=True)['step'] == n < 16 and not os.path.exists(m[2] + '.tmp')
+    assert torch.load(m[2], weights_only=True)['step'] == n < 12 and not os.path.exists(m[2] + '.tmp')
     with pytest.raises(SystemExit, match='was trained with 4 clips a step, this run has 2'):
         run(demo_root, tmp_path / 'b', *extra, '--batch-size', '2')
     resumed, ck_resumed = run(demo_root, tmp_path / 'b', *extra)                     # 1 process x 4 clips
     straight, ck_straight = run(demo_root, tmp_path / 'a', *extra)
-    assert [s['step'] for s in resumed] == list(range(1, n + 1)) + list(range(n + 1, 17))   # 2 processes, then 1
+    assert [s['step'] for s in resumed] == list(range(1, 13))         # steps 1..n on 2 processes, then on 1
     torch.testing.assert_close([s['loss'] for s in resumed], [s['loss'] for s in straight], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=1e-4, atol=1e-5)
 
