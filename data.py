@@ -715,25 +715,43 @@ def launch(main, argv, args):
     argv = list(sys.argv[1:] if argv is None else argv)
     ctx = mp.start_processes(_spawned, args=(main, argv, args.gpus, store.port), nprocs=args.gpus, join=False)
     signalled = []
+
+    def forward(signum, _):
+        for p in ctx.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+        if not signalled:
+            signalled.append(signum)
+            raise Preempted                         # out of ctx.join: each rank now saves or leaves by itself
     for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, lambda s, _: signalled.append(s) or [os.kill(p.pid, s) for p in ctx.processes
-                                                                 if p.is_alive()])
+        signal.signal(sig, forward)
     try:
-        while not signalled and not ctx.join(1):
+        while not ctx.join():
             pass
-        for p in ctx.processes:                                 # after a signal each rank saves or leaves itself
+    except Preempted:
+        for p in ctx.processes:
             p.join()
-    except mp.ProcessExitedException as e:                     # a rank stopped; its own message is above
-        sys.exit(1 if signalled else f'launch: {e}')
-    if any(p.exitcode for p in ctx.processes):
-        sys.exit(1)
+        sys.exit(1)                                 # stopped, not finished; rank 0's line names the checkpoint
+    except mp.ProcessExitedException as e:         # a rank stopped; its own message is above
+        sys.exit(f'launch: {e}')
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+
+class Preempted(Exception):
+    """Raised in launch() by the first SIGTERM / SIGUSR1, to leave ctx.join (which retries on InterruptedError)."""
 
 def _spawned(rank, main, argv, world, port):
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1',
                       MASTER_PORT=str(port), MOTIONMAE_STORE='client')
-    main(argv)                                   # an exception still reaches mp.spawn, which reports it
-    sys.stdout.flush(), sys.stderr.flush()       # all work is written: leave without the interpreter's teardown,
-    os._exit(0)                                  # in which gloo's threads now and then abort a finished process
+    try:                                         # another exception reaches mp.spawn, which reports it
+        main(argv)
+    except SystemExit:                           # a one-line stop: no gloo threads left for the teardown
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        raise
+    sys.stdout.flush(), sys.stderr.flush()       # all is written: leave without the interpreter's teardown, in
+    os._exit(0)                                  # which gloo's threads now and then abort a finished process
 
 def init_distributed(args):
     """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU, a 60-minute timeout for rank
