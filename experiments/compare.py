@@ -9,8 +9,9 @@ A row is LABEL:TARGET_WEIGHTS (pretrain.py's --target-weights; empty: the defaul
 from scratch; probe and DAVIS of a random encoder of the default shape). Every row also gets the colour-only DAVIS
 baseline once. Measures: finetune top-1 (2x3 views), top-1 on the sign-of-motion classes (clockwise /
 counterclockwise / closer / away, the ones a single frame's motion direction does not tell), linear-probe top-1,
-demo DAVIS J&F, and the held-out losses relative to predicting 0 (space_rel, time_rel: lower is better). Rows are apart on a measure
-when their means differ by more than twice the pooled sd of the seeds (sqrt of the mean of the two variances).
+demo DAVIS J&F, and the held-out losses relative to predicting 0 (space_rel, time_rel: lower is better). Rows are
+apart on a measure when their means differ by more than twice the pooled sd of the seeds (sqrt of the mean of the
+two variances).
 Runs are folders under --out; a finished step is not run again, so an interrupted comparison continues.
 Extra flags for pretrain.py / finetune.py: --pretrain-args '...' / --finetune-args '...' (e.g. another budget).
 This file is a harness over the project's scripts, not part of the method: it only runs them and reads their
