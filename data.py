@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, read_checkpoint
+from model import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, imagenet_stats, read_checkpoint
 
 # one OpenCV thread per process: the loader's workers are the parallelism (and forking workers while OpenCV's thread
 # pool is active can deadlock them)
@@ -70,10 +70,9 @@ def dataset_info(data):
 
 def normalize(x):
     """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
-    -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device. The
-    statistics are Python numbers, so no tensor is copied to the device at each call."""
-    stats = zip(IMAGENET_MEAN, IMAGENET_STD)
-    return torch.stack([(x.select(-4, c).float() - 255 * m) / (255 * s) for c, (m, s) in enumerate(stats)], dim=-4)
+    -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device."""
+    mean, std = imagenet_stats(x.device)
+    return (x.float() - 255 * mean) / (255 * std)
 
 # --- decoding: OpenCV, sequential grab(), retrieve() only needed frames; container frame counts are estimates
 

@@ -160,8 +160,8 @@ def draw_mix(rng, H, W, mixup=0.8, cutmix=1.0, switch_prob=0.5):
 
 def mix(x, y, num_classes, lam, box=None, smoothing=0.1):
     """Mix every clip with the batch reversed: x (B, 3, T, H, W), y (B,) labels. Mixup x·λ + x_rev·(1-λ); cutmix
-    pastes x_rev's box into x, the same box on every frame. Targets (B, K) = λ·ỹ + (1-λ)·ỹ_rev with smoothed one-hot
-    ỹ = (1 - s)·onehot + s/K; each row sums to 1."""
+    pastes x_rev's box into x, the same box on every frame. Targets (B, K) = λ·y_s + (1-λ)·y_s,rev with smoothed
+    one-hot y_s = (1 - s)·onehot + s/K; each row sums to 1."""
     soft = F.one_hot(y, num_classes).float() * (1 - smoothing) + smoothing / num_classes
     target = lam * soft + (1 - lam) * soft.flip(0)
     if lam == 1.0:
@@ -330,6 +330,7 @@ def main(argv=None):
         save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), linear_probe=probe,
                                            num_classes=K, classes=list(classes), args=vars(args), **state),
                         rank, world, device)
+        log.last_save = time.time()                                     # the next timed save counts from here
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
@@ -368,7 +369,6 @@ def main(argv=None):
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
             if save:                                                    # every --save-minutes, and when stopped
                 checkpoint(epoch, it + 1)
-                log.last_save = time.time()
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
         # end of epoch: bad videos, single-view val, checkpoint
@@ -379,7 +379,6 @@ def main(argv=None):
         log.epoch(epoch, step, device, **scores)
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
-        log.last_save = time.time()
     log.close()
     test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
     end_distributed(world)

@@ -172,11 +172,22 @@ def normalize_patches(v, C=3):
     v = (v - v.mean(dim=-2, keepdim=True)) / (v.var(dim=-2, unbiased=True, keepdim=True).sqrt() + 1e-6)
     return v.reshape(B, N, K)
 
+_STATS = {}  # device -> ImageNet (mean, std), each (3, 1, 1, 1) fp32: copied to a device once, not at every call
+
+def imagenet_stats(device):
+    """ImageNet (mean, std) as (3, 1, 1, 1) fp32 tensors on device, made once per device (in a compiled graph: its
+    constants)."""
+    if device in _STATS and not torch.compiler.is_compiling():
+        return _STATS[device]
+    stats = tuple(torch.tensor(v, device=device).view(3, 1, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    if not torch.compiler.is_compiling():
+        _STATS[device] = stats
+    return stats
+
 def unnormalize(x):
-    """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets. The statistics are
-    Python numbers, so no tensor is copied to the device at each call."""
-    stats = zip(IMAGENET_MEAN, IMAGENET_STD)
-    return torch.stack([x[:, c].float() * std + mean for c, (mean, std) in enumerate(stats)], dim=1)
+    """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets."""
+    mean, std = imagenet_stats(x.device)
+    return x.float() * std + mean
 
 def space_target(cfg, x, x_next=None):
     """[VideoMAE] the token's pixels in [0,1], normalised per tubelet and channel. -> (B, N, K)"""

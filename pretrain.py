@@ -148,6 +148,7 @@ def main(argv=None):
         save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), args=vars(args),
                                            **train_state(opt, scaler, step, epoch, videos, nan, clips_per_step)),
                         rank, world, device)
+        log.last_save = time.time()                                     # the next timed save counts from here
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
@@ -190,14 +191,12 @@ def main(argv=None):
             log.step(step, epoch, lr_now, clips_per_step, nan['total'])
             if save:                                                    # every --save-minutes, and when stopped
                 checkpoint(epoch, it + 1)
-                log.last_save = time.time()
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
         # end of epoch: bad videos, held-out losses relative to predicting 0, checkpoint, pictures
         log.epoch(epoch, step, device, **(validate(raw, val, device, args.amp, B) if val and rank == 0 else {}))
         epoch, it0 = epoch + 1, 0
         checkpoint(epoch, 0)
-        log.last_save = time.time()
         if rank == 0 and vis is not None and (epoch % args.vis_every == 0 or epoch == args.epochs):
             save_reconstruction(raw, *vis, os.path.join(args.out, f'recon_ep{epoch:03d}.png'))
     log.close()
