@@ -298,3 +298,9 @@ def test_colour_baseline_follows_objects_only_where_colour_tells_them_apart(tmp_
         scores.append(segment.main(['--davis-root', root, '--ckpt', str(tmp_path / 'ck.pt'), '--features', 'colour',
                                     '--output', str(tmp_path / f'out{len(scores)}'), '--short-side', '0'])['J-Mean'])
     assert scores[0] > 0.8 and scores[1] < 0.5, scores
+    img = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)   # 2 x 3 patches of 8 px
+    x = torch.from_numpy(img).permute(2, 0, 1).float()
+    x = (x / 255 - torch.tensor([.485, .456, .406])[:, None, None]) / torch.tensor([.229, .224, .225])[:, None, None]
+    by_hand = x.reshape(3, 2, 8, 3, 8).mean((2, 4)).permute(1, 2, 0)                   # each patch's mean colour
+    clf = VideoClassifier(cfg, 0).eval()
+    torch.testing.assert_close(segment.frame_features(clf, img, colour=True), F.normalize(by_hand, dim=-1))
