@@ -1,7 +1,6 @@
 """MotionMAE data: published dataset layouts, OpenCV decoding, clip sampling with the +g motion
-partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader. At its bottom, under
-their own banner, the run helpers both training scripts share (processes, AMP, lr schedule, seeds, the optimizer step,
-logs, checkpoint files): they sit here because data.py is the one module both scripts import besides model.py.
+partners, augmentation, bad-input handling, the generated demo dataset, and the DataLoader. (The training engine the
+two training scripts share lives in pretrain.py.)
 
 Loaders deliver uint8 clips, (3, T, H, W) a sample and (B, 3, T, H, W) a batch; the training scripts normalise them
 on the device with `normalize` (a quarter of the bytes of float32 to copy).
@@ -10,17 +9,16 @@ on the device with `normalize` (a quarter of the bytes of float32 to copy).
   python data.py check --data ssv2 --data-root /data/ssv2 --workers 16   # read every video once before a long run
 """
 import argparse
+import atexit
 import csv
-import datetime
 import json
-import math
-import multiprocessing
+import multiprocessing.util  # its exit hook SIGTERMs and joins the workers: ours goes first
 import os
 import shutil
 import signal
 import struct
 import sys
-import time
+import weakref
 import zlib
 
 import cv2
@@ -28,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import IMAGENET_MEAN, IMAGENET_STD, CheckpointError, imagenet_stats, read_checkpoint
+from model import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats
 
 # one OpenCV thread per process: the loader's workers are the parallelism (and forking workers while OpenCV's thread
 # pool is active can deadlock them)
@@ -67,6 +65,11 @@ def dataset_info(data):
     if kind not in DATASETS:
         raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
     return DATASETS[kind]
+
+def sync(device):
+    """Wait for the device's queued work (CUDA), for timing."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
 
 def normalize(x):
     """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
@@ -662,9 +665,17 @@ def collate(items):
         out['x'], out['x_next'] = out['x'].flatten(0, 1), out['x_next'].flatten(0, 1)
     return dict(out, bad=[path for item in items for path in item['bad']])
 
-def _worker_init(*_):
+def _one_thread(*_):
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+def _worker_init(*_):
+    """A loader worker: one thread, deaf to SIGTERM and SIGUSR1. A cluster (SLURM, torchrun) signals the whole process
+    group, workers included; the training process decides when to stop, and then shuts its workers down (close; at
+    the latest at exit, close_loaders: multiprocessing's own exit would SIGTERM them and wait)."""
+    _one_thread()
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
 
 class _Loader(torch.utils.data.DataLoader):
     def __iter__(self):  # BadData ends the run with its one line (a worker's comes wrapped in its traceback)
@@ -673,380 +684,30 @@ class _Loader(torch.utils.data.DataLoader):
         except BadData as e:
             raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
 
+    def close(self):
+        """Stop the persistent workers now: they exit when told to (a sentinel in their queue)."""
+        if self._iterator is not None:
+            self._iterator._shutdown_workers()
+            self._iterator = None
+
+_LOADERS = weakref.WeakSet()
+
+@atexit.register  # after multiprocessing.util's exit hook is registered (imported above), so it runs before it
+def close_loaders():
+    """Stop the workers of every loader still open (a launched rank calls this itself: it leaves without atexit)."""
+    for loader in list(_LOADERS):
+        loader.close()
+
 def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True, prefetch=2):
     """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch. Each worker holds
     `prefetch` batches in shared memory (/dev/shm: containers need --shm-size or --ipc=host, README)."""
-    return _Loader(
+    loader = _Loader(
         dataset, batch_size, sampler=ResumableSampler(len(dataset), shuffle, seed, rank, world), num_workers=workers,
         collate_fn=collate, pin_memory=torch.cuda.is_available(), drop_last=drop_last, worker_init_fn=_worker_init,
         persistent_workers=workers > 0, prefetch_factor=prefetch if workers else None,
         generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
-
-# --- run helpers shared by pretrain.py and finetune.py: processes, AMP, lr, seeds, the step, logs, checkpoint files
-# (optimizer groups and checkpoint loading live with the model, in model.py)
-
-AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
-STOP = []  # [signal name, time] of a preemption signal (SIGTERM, SIGUSR1) during the loop: stop at the next step
-
-def run_args(a):
-    """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
-    a('--workers', type=int, help='data loader processes per GPU')
-    a('--amp', choices=list(AMP_DTYPES), help='autocast dtype, on CPU too (VideoMAE: fp16; ours: bf16 on CUDA, none '
-                                              'on CPU, whose cores here have no bf16 units)')
-    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
-    a('--gpus', type=int, default=1, help='local processes to launch (none under torchrun, which sets RANK)')
-    a('--device', default=None, help='cuda | cuda:K | cpu (default: cuda if available)')
-    a('--deterministic', action='store_true', help='deterministic kernels and math attention on CUDA (ours: off)')
-    a('--seed', type=int, default=0)
-    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
-    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
-
-def launch(main, argv, args):
-    """`--gpus N` without torchrun: main(argv) in N local processes of one job. Its store is held here, on a port
-    the system picks (or MASTER_PORT), so no other process can take the port; SIGTERM / SIGUSR1 are passed on."""
-    import torch.multiprocessing as mp
-    first = torch.device(args.device or 'cuda').index or 0
-    if args.device != 'cpu' and torch.cuda.is_available() and first + args.gpus > torch.cuda.device_count():
-        raise SystemExit(f'--gpus {args.gpus}, but {torch.cuda.device_count()} GPUs are visible '
-                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
-    store = torch.distributed.TCPStore('127.0.0.1', int(os.environ.get('MASTER_PORT', 0)), args.gpus + 1, True,
-                                       wait_for_workers=False)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    ctx = mp.start_processes(_spawned, args=(main, argv, args.gpus, store.port), nprocs=args.gpus, join=False)
-    signalled = []
-
-    def forward(signum, _):
-        for p in ctx.processes:
-            if p.is_alive():
-                os.kill(p.pid, signum)
-        if not signalled:
-            signalled.append(signum)
-            raise Preempted                         # out of ctx.join: each rank now saves or leaves by itself
-    for sig in (signal.SIGTERM, signal.SIGUSR1):
-        signal.signal(sig, forward)
-    try:
-        while not ctx.join():
-            pass
-    except Preempted:
-        for p in ctx.processes:
-            p.join()
-        sys.exit(1)                                 # stopped, not finished; rank 0's line names the checkpoint
-    except mp.ProcessExitedException as e:         # a rank stopped; its own message is above
-        sys.exit(f'launch: {e}')
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_DFL)
-
-class Preempted(Exception):
-    """Raised in launch() by the first SIGTERM / SIGUSR1, to leave ctx.join (which retries on InterruptedError)."""
-
-def _spawned(rank, main, argv, world, port):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1',
-                      MASTER_PORT=str(port), MOTIONMAE_STORE='client')
-    try:                                         # another exception reaches mp.spawn, which reports it
-        main(argv)
-    except SystemExit:                           # a one-line stop: no gloo threads left for the teardown
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        raise
-    sys.stdout.flush(), sys.stderr.flush()       # all is written: leave without the interpreter's teardown, in
-    os._exit(0)                                  # which gloo's threads now and then abort a finished process
-
-def init_distributed(args):
-    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU, a 60-minute timeout for rank
-    0's evaluations and saves [ours]. Fills args.amp where not given (bf16 on CUDA, none elsewhere). SIGTERM and
-    Returns (rank, world, torch.device)."""
-    if args.gpus > 1 and 'RANK' in os.environ and 'MOTIONMAE_STORE' not in os.environ:    # not launch()'s processes
-        raise SystemExit(f"--gpus {args.gpus} under a launcher that set RANK={os.environ['RANK']}: the launcher starts "
-                         'the processes (torchrun --nproc-per-node); drop --gpus')
-    dev = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    args.amp = args.amp or ('bf16' if dev.type == 'cuda' else 'none')
-    rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
-    if dev.type == 'cuda':
-        dev = torch.device('cuda', (dev.index or 0) + local)
-        torch.cuda.set_device(dev)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.deterministic
-    else:                                        # processes of one job on one CPU share its cores
-        torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', world))))
-    if args.deterministic:                       # [ours] a resumed run equal to an uninterrupted one on CUDA too
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cuda.enable_flash_sdp(False)
-        torch.backends.cuda.enable_mem_efficient_sdp(False)
-    if 'RANK' in os.environ and not torch.distributed.is_initialized():
-        store = None
-        if os.environ.get('MOTIONMAE_STORE') == 'client':        # launch() holds the store
-            store = torch.distributed.TCPStore('127.0.0.1', int(os.environ['MASTER_PORT']), world, False)
-        torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=store, rank=rank,
-                                             world_size=world, timeout=datetime.timedelta(minutes=60),
-                                             device_id=dev if dev.type == 'cuda' else None)
-    return rank, world, dev
-
-def _preempt(signum, _):
-    """SIGTERM / SIGUSR1 in the loop (a scheduler's notice): stop at the next step all ranks agree on. Another one
-    more than 5 s later exits at once (copies of the first, from the scheduler and a launcher, come together)."""
-    if STOP and time.time() - STOP[1] > 5:
-        os._exit(128 + signum)
-    if not STOP:
-        STOP.extend([signal.Signals(signum).name, time.time()])
-
-def end_distributed(world):
-    """Leave the job: a barrier first, so that no rank closes its connections while another still reads from them
-    (gloo otherwise aborts a process at exit now and then)."""
-    if world > 1:
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
-
-def stop_all(world, message):
-    """Every rank stops with the same one line (a failure all ranks agreed on), leaving the job first."""
-    end_distributed(world)
-    raise SystemExit(message)
-
-def print0(*a, **kw):
-    if int(os.environ.get('RANK', 0)) == 0:
-        print(*a, **kw, flush=True)
-
-def sync(device):
-    """Wait for the device's queued work (CUDA), for timing."""
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(device)
-
-def wrap(raw, device, world, compile=None):
-    """What the step calls: the raw model compiled (default: on CUDA), then under DDP when world > 1; buffers synced
-    only where they change (a linear probe's BatchNorm). Checkpoints save `raw` (no '_orig_mod.', 'module.')."""
-    model = torch.compile(raw) if (device.type == 'cuda' if compile is None else compile) else raw
-    if world > 1:
-        changing = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in raw.modules())
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda'
-                                                          else None, forward_sync_buffers=changing)
-    return model
-
-def autocast(device, amp):
-    """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32. (With fp16
-    the scripts' GradScaler scales the loss; bf16 has fp32's range and needs none.)"""
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
-
-def schedule(args, loader, world):
-    """-> steps an epoch, clips a step, peak lr and floor (given per 256 clips, scaled by clips a step / 256
-    [VideoMAE]), warmup steps, total steps. A step is args.accum batches of args.batch_size clips on each rank."""
-    steps = len(loader) // args.accum
-    clips = args.batch_size * world * args.accum
-    if steps == 0:
-        raise SystemExit(f'{len(loader.dataset)} videos give no full step of '
-                         f'{args.batch_size}x{world}x{args.accum} clips')
-    lr, min_lr = args.lr * clips / 256, args.min_lr * clips / 256
-    return steps, clips, lr, min_lr, args.warmup_epochs * steps, args.epochs * steps
-
-def lr_at(step, base_lr, min_lr, warmup, total):
-    """Linear warmup for `warmup` steps, then half-cosine from base_lr to min_lr at `total` steps."""
-    if step < warmup:
-        return base_lr * step / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-def set_lr(opt, lr):
-    """Each parameter group's lr: lr times its 'lr_scale' (layer-wise decay: model.configure_optimizer)."""
-    for g in opt.param_groups:
-        g['lr'] = lr * g['lr_scale']
-
-def step_seed(seed, micro_step, rank):
-    """The seed of all randomness in one micro-step (masks, mixup, drop path): a function of (seed, micro-step,
-    rank) only, so a resumed run continues the same trajectory."""
-    return seed * 1_000_003 + micro_step * 1009 + rank
-
-def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, due=False):
-    """Step, unless the loss is NaN/inf on some rank: then skip it, count it in nan ({'total', 'run'}), stop after 5
-    in a row. -> (stop: a preemption signal reached some rank, save: that, or a save is `due` on some rank's clock),
-    all agreed in one reduction, the step's one device sync."""
-    fills = [torch.full((), float(v), device=loss.device) for v in (not STOP, not due)]  # no copy from the host
-    flags = torch.stack([torch.isfinite(loss.detach()).float(), *fills])
-    if world > 1:
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
-    ok, go_on, not_due = flags.tolist()
-    if ok:
-        if clip_grad:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params']], clip_grad)
-        scaler.step(opt)
-        scaler.update()
-        nan['run'] = 0
-    else:
-        nan['total'], nan['run'] = nan['total'] + 1, nan['run'] + 1
-        print0(f"step {step}: loss is NaN/inf, step skipped ({nan['total']} so far)")
-        if nan['run'] >= 5:
-            stop_all(world, f'loss NaN/inf for 5 steps in a row at step {step}: lower --lr, set --clip-grad or '
-                            'try --amp bf16')
-    opt.zero_grad(set_to_none=True)
-    return not go_on, not (go_on and not_due)
-
-def preempted(path, step, world, log):
-    """After the checkpoint at a preemption: leave the job; rank 0 stops with one line naming the checkpoint."""
-    log.close()
-    end_distributed(world)
-    if int(os.environ.get('RANK', 0)):                           # the others leave quietly; rank 0's status counts
-        raise SystemExit(0)
-    why = STOP[0] if STOP else 'a signal to another rank'
-    raise SystemExit(f'stopped by {why} at step {step}: checkpoint {path}; run the same command to continue')
-
-class RunLog:
-    """What both loops report: a tqdm bar and <out>/log.jsonl on rank 0; the loss terms summed on the device between
-    log lines (.item() only at a log line; means over steps and ranks); the epoch's bad videos, checked at its end.
-    From here to close(), SIGTERM and SIGUSR1 ask the loop to stop (_preempt), and save_due() keeps the time."""
-
-    def __init__(self, out, rank, world, step, total, every):
-        self.file = open(os.path.join(out, 'log.jsonl'), 'a') if rank == 0 else None
-        self.bar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-        self.world, self.every, self.shown = world, every, {}
-        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
-        self.bad, self.seen, self.examples = 0, 0, []
-        self.last_save = time.time()
-        STOP.clear()
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, _preempt)
-
-    def save_due(self, minutes):
-        return minutes >= 0 and time.time() - self.last_save > 60 * minutes
-
-    def close(self):
-        self.bar.close()
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, signal.SIG_DFL)
-
-    def batch(self, batch, n_videos, out, accum):
-        """One micro-batch: its bad videos among the n_videos drawn, and out's loss terms ('loss', 'loss_<name>')."""
-        self.bad += len(batch['bad'])
-        self.seen += n_videos
-        self.examples += batch['bad'][:3]
-        for k, v in out.items():
-            if k.startswith('loss'):
-                self.sums[k] = self.sums.get(k, 0.0) + v.detach() / accum
-
-    def step(self, step, epoch, lr, clips, skipped):
-        """After an optimizer step of `clips` clips: the bar moves; every `every` steps (and at the last) a log line."""
-        self.bar.update(1)
-        self.steps += 1
-        self.clips += clips
-        if step % self.every and step != self.bar.total:
-            return
-        keys = sorted(self.sums)
-        means = torch.stack([self.sums[k] for k in keys]).float() / self.steps
-        if self.world > 1:
-            torch.distributed.all_reduce(means, op=torch.distributed.ReduceOp.AVG)
-        rec = dict(zip(keys, means.tolist()), step=step, epoch=epoch, lr=lr,
-                   clips_per_s=self.clips / (time.time() - self.t), skipped=skipped)
-        self.write(rec, {k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
-        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
-
-    def epoch(self, epoch, step, device, **scores):
-        """At an epoch's end (every rank): stop with one line naming examples when more than 10% [ours] of the videos
-        drawn (over all ranks) were bad, else write the epoch's counts and `scores` (held-out numbers)."""
-        counts = torch.tensor([self.bad, self.seen], dtype=torch.float64, device=device)
-        if self.world > 1:
-            torch.distributed.all_reduce(counts)
-        bad, seen = int(counts[0]), int(counts[1])
-        if seen and bad / seen > 0.1:
-            stop_all(self.world, f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
-                             f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
-        self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores),
-                   {k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
-        self.bad, self.seen, self.examples = 0, 0, []
-
-    def write(self, rec, shown):
-        """One line of log.jsonl (rank 0), and `shown` on the bar."""
-        if self.file:
-            self.file.write(json.dumps(rec) + '\n')
-            self.file.flush()
-        self.shown.update(shown)
-        self.bar.set_postfix(self.shown)
-
-def check_writable(out):
-    """Make `out` and write a file there before the first step: a folder that refuses stops the run at once."""
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f'.write-test-{os.getpid()}')      # one a process: ranks may share the folder
-        with open(probe, 'wb') as fh:
-            fh.write(b'0')
-        os.remove(probe)
-    except OSError as e:
-        raise SystemExit(f'--out {out} is not writable: {e.strerror or e}') from None
-
-def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
-    """Rank 0 writes state() atomically and durably: path.tmp, fsync, os.replace, fsync of the folder (else a crash
-    can leave an empty file under the final name). A save the file system refuses (full disk, quota, file-size limit,
-    permissions) removes its temp file, keeps the previous checkpoint and stops every rank, rank 0 with one line."""
-    error = ''
-    if rank == 0:
-        try:
-            with open(path + '.tmp', 'wb') as fh:
-                torch.save(state(), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(path + '.tmp', path)
-            folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            except OSError:                                     # a file system that cannot sync a folder
-                pass
-            os.close(folder)
-        except (OSError, RuntimeError) as e:                    # torch.save: a RuntimeError after the OSError
-            cause = e if isinstance(e, OSError) else e.__context__
-            error = getattr(cause, 'strerror', None) or str(e).strip().splitlines()[-1] or type(e).__name__
-            if os.path.exists(path + '.tmp'):
-                os.remove(path + '.tmp')
-    if world > 1:                                               # the others learn of it, not wait in vain
-        failed = torch.tensor([float(bool(error))], device=device)
-        torch.distributed.broadcast(failed, 0)
-        error = error or failed.item()
-    if error:
-        stop_all(world, f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
-
-def train_state(opt, scaler, step, epoch, videos, nan, clips):
-    """What a checkpoint holds besides the model to continue the trajectory: the position (step, epoch, the videos of
-    the epoch the job has done), optimizer, scaler, NaN count and the global batch (clips a step)."""
-    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, videos=videos,
-                n_nan=nan['total'], clips_per_step=clips)
-
-def load_resume(out, rank, world, device, resume=True):
-    """The checkpoint every rank resumes from, or None. Rank 0 decides (<out>/ckpt.pt, if there) and tells the
-    others; each reads that file. A rank that cannot read it (--out on a node-local disk) or reads another step (a
-    stale copy) stops the job with one line."""
-    found = [os.path.join(out, 'ckpt.pt')]
-    found = [found[0] if resume and rank == 0 and os.path.exists(found[0]) else None]
-    if world > 1:
-        torch.distributed.broadcast_object_list(found, src=0, device=device)
-    if found[0] is None:
-        return None
-    try:
-        state = read_checkpoint(found[0])
-        steps = [state.get('step')]
-    except CheckpointError as e:
-        state, steps = None, [str(e)]
-    if world > 1:
-        mine, steps = steps[0], [None] * world
-        torch.distributed.all_gather_object(steps, mine)
-    if isinstance(steps[0], str):                               # rank 0 cannot read its own checkpoint
-        stop_all(world, f'{steps[0]}; to start over use --no-resume or another --out')
-    bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
-    if bad:
-        why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'
-        stop_all(world, f'rank {bad[0]} cannot resume from {found[0]} with rank 0 ({why}): --out must be one folder '
-                 'every rank reads (a shared file system); to start over use --no-resume or another --out')
-    return state
-
-def restore(state, opt, scaler, clips, videos_a_step, path, world=1):
-    """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, micro-batches this
-    rank has done in the epoch, NaN counters. Another global batch than the checkpoint's stops with one line."""
-    if state is None:
-        return 0, 0, 0, {'total': 0, 'run': 0}
-    if state.get('clips_per_step', clips) != clips:
-        stop_all(world, f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
-                 '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same global '
-                 'batch, or another --out')
-    opt.load_state_dict(state['optimizer'])
-    scaler.load_state_dict(state['scaler'])
-    print0(f"resumed from {path} at epoch {state['epoch']}, step {state['step']}")
-    it = state['videos'] // videos_a_step if 'videos' in state else state['it']    # 'it': older checkpoints
-    return state['step'], state['epoch'], it, {'total': state['n_nan'], 'run': 0}
+    _LOADERS.add(loader)
+    return loader
 
 # --- command line: read every video of a dataset once
 
@@ -1068,7 +729,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     samples, classes = load_split(args.data, args.data_root, args.split)
     paths = [path for path, _ in samples]
-    pool = multiprocessing.Pool(args.workers, _worker_init) if args.workers else None
+    pool = multiprocessing.Pool(args.workers, _one_thread) if args.workers else None
     res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))
     if pool:
         pool.close()

@@ -24,12 +24,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import (RunLog, VideoDataset, autocast, check_writable, clip_args, dataset_info, end_distributed,
-                  fill_clip_args, init_distributed, launch, load_resume, load_split, lr_at, make_loader, normalize,
-                  optimizer_step, preempted, print0, restore, run_args, save_checkpoint, schedule, set_lr, step_seed,
-                  train_state, wrap)
+from data import VideoDataset, clip_args, dataset_info, fill_clip_args, load_split, make_loader, normalize
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
+from pretrain import (RunLog, agreed, autocast, check_writable, end_distributed, init_distributed, launch, load_resume,
+                      lr_at, optimizer_step, preempted, print0, restore, run_args, save_checkpoint, schedule, set_lr,
+                      step_seed, train_state, wrap)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] finetune scripts (ViT-B; batch per GPU from them), epochs and lr [paper]; 'demo' is ours
@@ -82,7 +82,7 @@ def get_args(argv=None):
     a('--eval-only', action='store_true', help='single-view val + multi-view test of --init (default <out>/ckpt.pt)')
     a('--out', default='out/finetune', help='checkpoint, log.jsonl, test_results.json, confusion.png')
     clip_args(a)  # --img-size --num-frames --stride --flip: the checkpoint's, else the --data preset's (data.py)
-    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
+    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (pretrain.py)
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     a('--val-every', type=int, help='epochs between single-view validations, and the last (ours: 1; demo 5)')
     args = p.parse_args(argv)
@@ -288,22 +288,26 @@ def main(argv=None):
     if args.gpus > 1 and 'RANK' not in os.environ:
         return launch(main, argv, args)
     rank, world, device = init_distributed(args)
-    samples, classes = load_split(args.data, args.data_root, 'train')
-    val_samples, _ = load_split(args.data, args.data_root, 'val')
-    check_writable(args.out)                                            # every rank: none waits for a failed one
-    K = len(classes)
-
-    torch.manual_seed(args.seed)                                        # head init; DDP broadcasts rank 0's anyway
     path = os.path.join(args.out, 'ckpt.pt')
     state = load_resume(args.out, rank, world, device, args.resume and not args.eval_only)
-    if args.eval_only:
-        args.init = args.init or os.path.join(args.out, 'ckpt.pt')
-    ck = state or (read_checkpoint(args.init) if args.init else {})
-    raw, cfg, probe = build_model(args, K, ck, resume=state is not None)
+    with agreed(world):                                                 # one rank's failure stops all at once
+        samples, classes = load_split(args.data, args.data_root, 'train')
+        val_samples, _ = load_split(args.data, args.data_root, 'val')
+        check_writable(args.out, rank)
+        K = len(classes)
+        torch.manual_seed(args.seed)                                    # head init; DDP broadcasts rank 0's anyway
+        if args.eval_only:
+            args.init = args.init or os.path.join(args.out, 'ckpt.pt')
+        ck = state or (read_checkpoint(args.init) if args.init else {})
+        raw, cfg, probe = build_model(args, K, ck, resume=state is not None)
+        val_loader = make_loader(dataset(args, cfg, val_samples, 'val'), args.batch_size, args.workers, shuffle=False,
+                                 seed=args.seed, rank=rank, world=world, drop_last=False)
+        if not args.eval_only:
+            loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
+                                 seed=args.seed, rank=rank, world=world)
+            steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
     raw = raw.to(device)
     model = wrap(raw, device, world, args.compile)
-    val_loader = make_loader(dataset(args, cfg, val_samples, 'val'), args.batch_size, args.workers, shuffle=False,
-                             seed=args.seed, rank=rank, world=world, drop_last=False)
 
     def validate():
         _, scores, labels = predict(model, val_loader, device, args.amp, world)
@@ -316,9 +320,6 @@ def main(argv=None):
         end_distributed(world)
         return dict(val=val, test=test)
 
-    loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
-                         seed=args.seed, rank=rank, world=world)
-    steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,  # [VideoMAE]
                               fused=device.type == 'cuda')                 # a linear probe: the head's only
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
@@ -327,16 +328,17 @@ def main(argv=None):
 
     def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done
         state = train_state(opt, scaler, step, epoch, it * loader.batch_size * world, nan, clips_per_step)
-        save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), linear_probe=probe,
-                                           num_classes=K, classes=list(classes), args=vars(args), **state),
-                        rank, world, device)
+        stop = save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), linear_probe=probe,
+                                                  num_classes=K, classes=list(classes), args=vars(args), **state),
+                               rank, world, device)
         log.last_save = time.time()                                     # the next timed save counts from here
+        return stop                                                     # a signal reached some rank
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
            f'{clips_per_step} clips, lr {lr:.2e}, {"linear probe" if probe else "finetune"} of '
            f'{n_train:,} params, {device}, world {world}')
-    log = RunLog(args.out, rank, world, step, total, args.log_every)
+    log = RunLog(args.out, rank, world, step, epoch, total, args.log_every)
     step_loss, val = 0.0, None
     while epoch < args.epochs:
         set_train(raw, probe)
@@ -354,8 +356,8 @@ def main(argv=None):
             torch.manual_seed(seed)
             lam, box = draw_mix(np.random.default_rng(seed), x.shape[-2], x.shape[-1], args.mixup, args.cutmix)
             x, target = mix(x, y, K, lam, box, args.smoothing)
-            last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
-            with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
+            last = micro == args.accum - 1                              # the optimizer step; DDP syncs gradients
+            with autocast(device, args.amp), (model.no_sync() if world > 1 and not last else nullcontext()):
                 out = {'loss': soft_cross_entropy(model(x), target)}
                 scaler.scale(out['loss'] / args.accum).backward()
             log.batch(batch, len(x), out, args.accum)
@@ -363,22 +365,26 @@ def main(argv=None):
             if not last:
                 continue
             due = log.save_due(args.save_minutes)                       # on this rank's clock
-            stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, None, due)
+            stepped, stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, None, due)
             step += 1
             step_loss = 0.0
-            log.step(step, epoch, lr_now, clips_per_step, nan['total'])
+            log.step(step, epoch, lr_now, clips_per_step, nan['total'], stepped)
             if save:                                                    # every --save-minutes, and when stopped
-                checkpoint(epoch, it + 1)
+                stop = checkpoint(epoch, it + 1) or stop
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
-        # end of epoch: bad videos, single-view val, checkpoint
-        scores = {}
-        if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
+
+        def scores():                                                   # single-view val, every --val-every epochs
+            nonlocal val
+            if (epoch + 1) % args.val_every and epoch + 1 != args.epochs:
+                return {}
             val = validate()
-            scores = {f'val_{k}': v for k, v in val.items() if k != 'top1_ci95'}
-        log.epoch(epoch, step, device, **scores)
+            return {f'val_{k}': v for k, v in val.items() if k != 'top1_ci95'}
+        # end of epoch: bad videos and a stop agreed; validation (not when stopping), checkpoint
+        stop = log.epoch(epoch, step, device, scores)
         epoch, it0 = epoch + 1, 0
-        checkpoint(epoch, 0)
+        if checkpoint(epoch, 0) or stop:
+            preempted(path, step, world, log)
     log.close()
     test = run_test(args, model, val_samples, classes, cfg, device, rank, world)
     end_distributed(world)

@@ -9,13 +9,21 @@ The paper's recipe on 8 GPUs (per-dataset presets below; every flag overrides it
 Multi-node: torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 pretrain.py --data k400 ...
 VideoMAE baseline: --time-weight 0.  Benchmark on random clips: python pretrain.py --bench --model base
 A pretext target of your own: one function in model.TARGETS, then --target-weights NAME=W (README).
+Below the pretraining, the training engine finetune.py imports: launch, process group, AMP, lr schedule, the optimizer
+step, logs, checkpoint files, preemption, resume.
 """
 import argparse
+import datetime
+import json
 import math
 import os
 import resource
+import signal
+import socket
+import sys
 import time
-from contextlib import nullcontext
+import traceback
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, replace
 
 import cv2
@@ -24,12 +32,12 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from data import (AMP_DTYPES, BadData, PretrainDataset, RunLog, autocast, check_writable, clip_args, collate,
-                  dataset_info, end_distributed, fill_clip_args, init_distributed, launch, load_resume, load_split,
-                  lr_at, make_loader, normalize, optimizer_step, preempted, print0, restore, run_args,
-                  save_checkpoint, schedule, set_lr, step_seed, sync, train_state, wrap)
-from model import (PRESETS, TARGETS, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer, decoder_mask,
-                   load_checkpoint, num_decoded, patchify, unnormalize, unpatchify)
+from tqdm import tqdm
+
+from data import (BadData, PretrainDataset, clip_args, close_loaders, collate, dataset_info, fill_clip_args, load_split,
+                  make_loader, normalize, sync)
+from model import (PRESETS, TARGETS, CheckpointError, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer,
+                   decoder_mask, load_checkpoint, num_decoded, patchify, read_checkpoint, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset; 'demo' is ours, sized for 2 CPU cores
@@ -110,21 +118,21 @@ def main(argv=None):
     cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
-    check_writable(args.out)                                            # every rank: none waits for a failed one
-    samples, _ = load_split(args.data, args.data_root, 'train')
-    if args.batch_size % args.repeat:
-        raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
-    dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=args.stride, motion_gap=args.motion_gap,
-                              img_size=cfg.img_size, repeat=args.repeat, flip=args.flip)
-    loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
-                         rank=rank, world=world)
-    steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
-
-    torch.manual_seed(args.seed)                                        # same initial weights on every rank
-    raw = MotionMAE(cfg).to(device)
-    val = val_clips(args, raw)                                          # every rank: the demo's barrier
-    if args.init:
-        load_checkpoint(raw, args.init)
+    with agreed(world):                                                 # one rank's failure stops all at once
+        check_writable(args.out, rank)
+        samples, _ = load_split(args.data, args.data_root, 'train')
+        if args.batch_size % args.repeat:
+            raise SystemExit(f'--batch-size {args.batch_size} must be a multiple of --repeat {args.repeat}')
+        dataset = PretrainDataset(samples, num_frames=cfg.num_frames, stride=args.stride, motion_gap=args.motion_gap,
+                                  img_size=cfg.img_size, repeat=args.repeat, flip=args.flip)
+        loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
+                             rank=rank, world=world)
+        steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
+        torch.manual_seed(args.seed)                                    # same initial weights on every rank
+        raw = MotionMAE(cfg).to(device)
+        val = val_clips(args, raw)
+        if args.init:
+            load_checkpoint(raw, args.init)
     opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     path = os.path.join(args.out, 'ckpt.pt')
@@ -144,17 +152,17 @@ def main(argv=None):
     model = wrap(raw, device, world, args.compile)                      # after loading: DDP starts from these
 
     def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done
-        videos = it * loader.batch_size * world
-        save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), args=vars(args),
-                                           **train_state(opt, scaler, step, epoch, videos, nan, clips_per_step)),
-                        rank, world, device)
+        state = train_state(opt, scaler, step, epoch, it * loader.batch_size * world, nan, clips_per_step)
+        stop = save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), args=vars(args), **state),
+                               rank, world, device)
         log.last_save = time.time()                                     # the next timed save counts from here
+        return stop                                                     # a signal reached some rank
 
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
            f"targets {', '.join(f'{n}={w:g}' for n, w in raw.weights.items())}")
-    log = RunLog(args.out, rank, world, step, total, args.log_every)
-    B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a step, tokens a clip
+    log = RunLog(args.out, rank, world, step, epoch, total, args.log_every)
+    B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a micro-step, tokens a clip
     step_loss = 0.0
     # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
     vis = None if val is None else (normalize(val['x'][:2]).to(device), normalize(val['x_next'][:2]).to(device),
@@ -169,14 +177,16 @@ def main(argv=None):
             set_lr(opt, lr_now)
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             x_next = normalize(batch['x_next'].to(device, non_blocking=True))
-            # masks are drawn for the whole global batch with rank 0's seed, so they are the same for any world size
-            # and after a resume; the sampler deals videos to ranks in turn, so this rank's are every world-th row
-            torch.manual_seed(step_seed(args.seed, step * args.accum + micro, rank=0))
-            mask = raw.draw_mask(B * world, device)                     # (B·world, N)
+            # masks are drawn for the whole global step with one seed and taken by the clip's position in the epoch's
+            # order (the sampler deals videos to ranks in turn, micro-batch after micro-batch), so that any world
+            # size and --accum with the same global batch, and a resumed run, give each video the same mask
+            torch.manual_seed(step_seed(args.seed, step, rank=0))
+            mask = raw.draw_mask(clips_per_step, device)                # (B·world·accum, N)
             dec = decoder_mask(mask, num_decoded(cfg)) if cfg.decoder_mask_ratio > 0 else mask
-            mask, dec = (m.view(-1, world, args.repeat, N)[:, rank].flatten(0, 1) for m in (mask, dec))
-            last = world == 1 or micro == args.accum - 1                # last micro-step: DDP syncs gradients
-            with autocast(device, args.amp), (nullcontext() if last else model.no_sync()):
+            mask, dec = (m.view(args.accum, -1, world, args.repeat, N)[micro, :, rank].flatten(0, 1)
+                         for m in (mask, dec))
+            last = micro == args.accum - 1                              # the optimizer step; DDP syncs gradients
+            with autocast(device, args.amp), (model.no_sync() if world > 1 and not last else nullcontext()):
                 out = model(x, x_next, mask, dec)
                 scaler.scale(out['loss'] / args.accum).backward()
             log.batch(batch, len(x) // args.repeat, out, args.accum)
@@ -185,18 +195,21 @@ def main(argv=None):
             if not last:
                 continue
             due = log.save_due(args.save_minutes)                       # on this rank's clock
-            stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, due)
+            stepped, stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, due)
             step += 1
             step_loss = 0.0
-            log.step(step, epoch, lr_now, clips_per_step, nan['total'])
+            log.step(step, epoch, lr_now, clips_per_step, nan['total'], stepped)
             if save:                                                    # every --save-minutes, and when stopped
-                checkpoint(epoch, it + 1)
+                stop = checkpoint(epoch, it + 1) or stop
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave
                 preempted(path, step, world, log)
-        # end of epoch: bad videos, held-out losses relative to predicting 0, checkpoint, pictures
-        log.epoch(epoch, step, device, **(validate(raw, val, device, args.amp, B) if val and rank == 0 else {}))
+        # end of epoch: bad videos and a stop agreed; held-out losses relative to predicting 0 (not when stopping),
+        # checkpoint, pictures
+        stop = log.epoch(epoch, step, device, lambda: validate(raw, val, device, args.amp, B) if val and rank == 0
+                         else {})
         epoch, it0 = epoch + 1, 0
-        checkpoint(epoch, 0)
+        if checkpoint(epoch, 0) or stop:
+            preempted(path, step, world, log)
         if rank == 0 and vis is not None and (epoch % args.vis_every == 0 or epoch == args.epochs):
             save_reconstruction(raw, *vis, os.path.join(args.out, f'recon_ep{epoch:03d}.png'))
     log.close()
@@ -351,6 +364,436 @@ def bench(args, cfg, device):
                f'{flops / 1e12:7.3f} TFLOP/s  MFU {mfu}  GFLOP/clip {per_clip / 1e9:6.1f}  '
                f'time ×{dt / base[0]:.2f} FLOPs ×{per_clip / base[1]:.2f}  peak mem {mem / 2 ** 30:.2f} GiB')
         del raw, model, opt
+
+# -----------------------------------------------------------------------------
+# the training engine, shared with finetune.py: processes, AMP, lr schedule, the optimizer step, logs, checkpoint
+# files, preemption, resume (optimizer groups and checkpoint loading live with the model, in model.py)
+
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'none': None}
+# a preemption signal (SIGTERM, SIGUSR1) in the loop: its name and time; 'saving' while a checkpoint is being written
+STOP = dict(signal=None, t=0.0, saving=False)
+# the process group's timeout [ours]: what one rank may wait while another saves, evaluates or compiles alone
+# (a ViT-H pretraining checkpoint, 7.5 GiB, saves in 22 s on a local disk: 10 minutes is 27 times that, for slower
+# shared file systems and rank 0's held-out losses and pictures; EXPERIMENTS.md: Process group timeout)
+TIMEOUT = datetime.timedelta(minutes=10)
+
+def run_args(a):
+    """The flags both training scripts take, added with argparse's add_argument `a`: where and how to run."""
+    a('--workers', type=int, help='data loader processes per GPU')
+    a('--amp', choices=list(AMP_DTYPES), help='autocast dtype, on CPU too (VideoMAE: fp16; ours: bf16 on CUDA, none '
+                                              'on CPU, whose cores here have no bf16 units)')
+    a('--compile', action=argparse.BooleanOptionalAction, default=None, help='torch.compile (default: on CUDA)')
+    a('--gpus', type=int, default=1, help='local processes to launch (none under torchrun, which sets RANK)')
+    a('--device', default=None, help='cuda | cuda:K | cpu (default: cuda if available)')
+    a('--deterministic', action='store_true', help='deterministic kernels and math attention on CUDA (ours: off)')
+    a('--seed', type=int, default=0)
+    a('--resume', action=argparse.BooleanOptionalAction, default=True, help='continue from <out>/ckpt.pt')
+    a('--save-minutes', type=float, default=30.0, help='also checkpoint every this many minutes')
+
+def launch(main, argv, args):
+    """`--gpus N` without torchrun: main(argv) in N local processes of one job. Its store is held here, on a port
+    the system picks (or MASTER_PORT), so no other process can take the port; SIGTERM / SIGUSR1 are passed on."""
+    import torch.multiprocessing as mp
+    first = torch.device(args.device or 'cuda').index or 0
+    if args.device != 'cpu' and torch.cuda.is_available() and first + args.gpus > torch.cuda.device_count():
+        raise SystemExit(f'--gpus {args.gpus}, but {torch.cuda.device_count()} GPUs are visible '
+                         f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    store = torch.distributed.TCPStore('127.0.0.1', int(os.environ.get('MASTER_PORT', 0)), args.gpus + 1, True,
+                                       wait_for_workers=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ctx = mp.start_processes(_spawned, args=(main, argv, args.gpus, store.port), nprocs=args.gpus, join=False)
+    signalled = []
+
+    def forward(signum, _):
+        for p in ctx.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+        if not signalled:
+            signalled.append(signum)
+            raise Preempted                         # out of ctx.join: each rank now saves or leaves by itself
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, forward)
+    try:
+        while not ctx.join():
+            pass
+    except Preempted:
+        for p in ctx.processes:
+            p.join()
+        sys.exit(1)                                 # stopped, not finished; rank 0's line names the checkpoint
+    except mp.ProcessExitedException as e:         # a rank stopped; its own message is above
+        sys.exit(f'launch: {e}')
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+
+class Preempted(Exception):
+    """Raised in launch() by the first SIGTERM / SIGUSR1, to leave ctx.join (which retries on InterruptedError)."""
+
+def _spawned(rank, main, argv, world, port):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR='127.0.0.1',
+                      MASTER_PORT=str(port), MOTIONMAE_STORE='client')
+    try:                                         # another exception reaches mp.spawn, which reports it
+        main(argv)
+    except SystemExit:                           # a one-line stop: no gloo threads left for the teardown
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        raise
+    finally:                                     # before multiprocessing's exit, which would wait for them
+        close_loaders()
+    sys.stdout.flush(), sys.stderr.flush()       # all is written: leave without the interpreter's teardown, in
+    os._exit(0)                                  # which gloo's threads now and then abort a finished process
+
+def init_distributed(args):
+    """Join the job when RANK is set (torchrun or launch): NCCL on CUDA, gloo on CPU, TIMEOUT for a collective. Fills
+    args.amp where not given (bf16 on CUDA, none elsewhere). -> (rank, world, torch.device)."""
+    if args.gpus > 1 and 'RANK' in os.environ and 'MOTIONMAE_STORE' not in os.environ:    # not launch()'s processes
+        raise SystemExit(f"--gpus {args.gpus} under a launcher that set RANK={os.environ['RANK']}: the launcher starts "
+                         'the processes (torchrun --nproc-per-node); drop --gpus')
+    dev = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    args.amp = args.amp or ('bf16' if dev.type == 'cuda' else 'none')
+    rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
+    if dev.type == 'cuda':
+        dev = torch.device('cuda', (dev.index or 0) + local)
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.deterministic
+    else:                                        # processes of one job on one CPU share its cores
+        torch.set_num_threads(max(1, torch.get_num_threads() // int(os.environ.get('LOCAL_WORLD_SIZE', world))))
+    if args.deterministic:                       # [ours] a resumed run equal to an uninterrupted one on CUDA too
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cuda.enable_flash_sdp(False)
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
+    if 'RANK' in os.environ and not torch.distributed.is_initialized():
+        store = None
+        if os.environ.get('MOTIONMAE_STORE') == 'client':        # launch() holds the store
+            store = torch.distributed.TCPStore('127.0.0.1', int(os.environ['MASTER_PORT']), world, False)
+        torch.distributed.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', store=store, rank=rank,
+                                             world_size=world, timeout=TIMEOUT,
+                                             device_id=dev if dev.type == 'cuda' else None)
+    return rank, world, dev
+
+def _preempt(signum, _):
+    """SIGTERM / SIGUSR1 in the loop (a scheduler's notice): stop at the next point all ranks agree on (a step, an
+    epoch's end, a save). Copies within 5 s count once (the scheduler's and a launcher's come together); one more
+    than 5 s later exits at once, except during a save: that save finishes, then the stop asked for leaves."""
+    if STOP['signal'] is None:
+        STOP.update(signal=signal.Signals(signum).name, t=time.time())
+    elif time.time() - STOP['t'] > 5 and not STOP['saving']:
+        os._exit(128 + signum)
+
+def end_distributed(world):
+    """Leave the job: a barrier first, so that no rank closes its connections while another still reads from them
+    (gloo otherwise aborts a process at exit now and then)."""
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+def stop_all(world, message):
+    """Every rank stops with the same one line (a failure all ranks agreed on), leaving the job first."""
+    end_distributed(world)
+    raise SystemExit(message)
+
+@contextmanager
+def agreed(world):
+    """Setup that can fail on one rank only (its node lacks the data root or --init, --out is not writable there):
+    a stop (SystemExit) or an error on any rank stops every rank at once with that rank's line, instead of leaving
+    the others in the next collective until TIMEOUT. The block must hold no collective."""
+    if world == 1:                                              # nobody waits: errors as they are
+        yield
+        return
+    error = ''
+    try:
+        yield
+    except SystemExit as e:
+        error = str(e.code) if e.code not in (None, 0) else 'stopped'
+    except Exception as e:                                      # a bug: its traceback here, one line elsewhere
+        traceback.print_exc()
+        error = f'{type(e).__name__}: {e}'.strip().splitlines()[0]
+    errors = [''] * world
+    torch.distributed.all_gather_object(errors, error)
+    failed = [r for r, e in enumerate(errors) if e]
+    if failed:
+        stop_all(world, f'rank {failed[0]}: {errors[failed[0]]}')
+
+def print0(*a, **kw):
+    if int(os.environ.get('RANK', 0)) == 0:
+        print(*a, **kw, flush=True)
+
+def wrap(raw, device, world, compile=None):
+    """What the step calls: the raw model compiled (default: on CUDA), then under DDP when world > 1; buffers synced
+    only where they change (a linear probe's BatchNorm). Checkpoints save `raw` (no '_orig_mod.', 'module.')."""
+    model = torch.compile(raw) if (device.type == 'cuda' if compile is None else compile) else raw
+    if world > 1:
+        changing = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in raw.modules())
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda'
+                                                          else None, forward_sync_buffers=changing)
+    return model
+
+def autocast(device, amp):
+    """Autocast to bf16 / fp16 on the device, CPU included; 'none' runs fp32. Targets and losses stay fp32. (With fp16
+    the scripts' GradScaler scales the loss; bf16 has fp32's range and needs none.)"""
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
+
+def schedule(args, loader, world):
+    """-> steps an epoch, clips a step, peak lr and floor (given per 256 clips, scaled by clips a step / 256
+    [VideoMAE]), warmup steps, total steps. A step is args.accum batches of args.batch_size clips on each rank."""
+    steps = len(loader) // args.accum
+    clips = args.batch_size * world * args.accum
+    if steps == 0:
+        raise SystemExit(f'{len(loader.dataset)} videos give no full step of '
+                         f'{args.batch_size}x{world}x{args.accum} clips')
+    lr, min_lr = args.lr * clips / 256, args.min_lr * clips / 256
+    return steps, clips, lr, min_lr, args.warmup_epochs * steps, args.epochs * steps
+
+def lr_at(step, base_lr, min_lr, warmup, total):
+    """Linear warmup for `warmup` steps, then half-cosine from base_lr to min_lr at `total` steps."""
+    if step < warmup:
+        return base_lr * step / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+def set_lr(opt, lr):
+    """Each parameter group's lr: lr times its 'lr_scale' (layer-wise decay: model.configure_optimizer)."""
+    for g in opt.param_groups:
+        g['lr'] = lr * g['lr_scale']
+
+def step_seed(seed, micro_step, rank):
+    """The seed of all randomness in one micro-step (masks, mixup, drop path): a function of (seed, micro-step,
+    rank) only, so a resumed run continues the same trajectory."""
+    return seed * 1_000_003 + micro_step * 1009 + rank
+
+def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, due=False):
+    """Step, unless the loss or the gradient norm is NaN/inf on some rank: then skip it (the weights stay as they
+    are: saves stay allowed), count it in nan ({'total', 'run'}) and stop after 5 in a row. Under fp16 a non-finite
+    gradient with a finite loss is the GradScaler's (it skips the step and lowers the scale). -> (stepped, stop: a
+    preemption signal reached some rank, save: that, or a save `due` on some rank's clock), all agreed in one
+    reduction, the step's one device sync."""
+    params = [p for g in opt.param_groups for p in g['params'] if p.grad is not None]
+    scaler.unscale_(opt)                                        # fp16: true gradients for the norm (else nothing)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # on the device: no sync
+    fills = [torch.full((), float(v), device=loss.device) for v in (STOP['signal'] is None, not due)]  # no host copy
+    flags = torch.stack([torch.isfinite(loss.detach()).float(), torch.isfinite(norm).float().to(loss.device), *fills])
+    if world > 1:
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    loss_ok, grad_ok, go_on, not_due = flags.tolist()
+    stepped = bool(loss_ok and (grad_ok or scaler.is_enabled()))
+    if stepped:
+        if clip_grad and grad_ok:
+            torch.nn.utils.clip_grads_with_norm_(params, clip_grad, norm)
+        scaler.step(opt)
+        scaler.update()
+        nan['run'] = 0
+    else:
+        nan['total'], nan['run'] = nan['total'] + 1, nan['run'] + 1
+        print0(f"step {step}: {'gradient' if loss_ok else 'loss'} is NaN/inf, step skipped ({nan['total']} so far)")
+        if nan['run'] >= 5:
+            stop_all(world, f'loss or gradient NaN/inf for 5 steps in a row at step {step}: lower --lr, set '
+                            '--clip-grad or try --amp bf16')
+    opt.zero_grad(set_to_none=True)
+    return stepped, not go_on, not (go_on and not_due)
+
+def preempted(path, step, world, log):
+    """After the checkpoint at a preemption: shut the loaders' workers down, leave the job; rank 0 stops with one
+    line naming the checkpoint."""
+    close_loaders()
+    log.close()
+    end_distributed(world)
+    if int(os.environ.get('RANK', 0)):                           # the others leave quietly; rank 0's status counts
+        raise SystemExit(0)
+    why = STOP['signal'] or 'a signal to another rank'
+    raise SystemExit(f'stopped by {why} at step {step}: checkpoint {path}; run the same command to continue')
+
+class RunLog:
+    """What both loops report: a tqdm bar and <out>/log.jsonl on rank 0; the loss terms summed on the device between
+    log lines (.item() only at a log line; means over the steps taken and over ranks); the epoch's bad videos,
+    checked at its end. A run that starts at (step, epoch) first drops the lines logged after that point (a crash
+    after the last checkpoint: they are logged again), so the log holds one line a step. From here to close(),
+    SIGTERM and SIGUSR1 ask the loop to stop (_preempt), and save_due() keeps the time."""
+
+    def __init__(self, out, rank, world, step, epoch, total, every):
+        path = os.path.join(out, 'log.jsonl')
+        if rank == 0:
+            keep = [line for line in (open(path) if os.path.exists(path) else []) if _logged_before(line, step, epoch)]
+            with open(path + '.tmp', 'w') as fh:
+                fh.writelines(keep)
+            os.replace(path + '.tmp', path)
+        self.file = open(path, 'a') if rank == 0 else None
+        self.bar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
+        self.world, self.every, self.shown = world, every, {}
+        self.sums, self.pending, self.steps, self.clips, self.t = {}, {}, 0, 0, time.time()
+        self.bad, self.seen, self.examples = 0, 0, []
+        self.last_save = time.time()
+        STOP.update(signal=None, saving=False)
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, _preempt)
+
+    def save_due(self, minutes):
+        return minutes >= 0 and time.time() - self.last_save > 60 * minutes
+
+    def close(self):
+        self.bar.close()
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_DFL)
+
+    def batch(self, batch, n_videos, out, accum):
+        """One micro-batch: its bad videos among the n_videos drawn, and out's loss terms ('loss', 'loss_<name>')."""
+        self.bad += len(batch['bad'])
+        self.seen += n_videos
+        self.examples += batch['bad'][:3]
+        for k, v in out.items():
+            if k.startswith('loss'):
+                self.pending[k] = self.pending.get(k, 0.0) + v.detach() / accum
+
+    def step(self, step, epoch, lr, clips, skipped, stepped):
+        """After an optimizer step of `clips` clips (its losses counted if `stepped`: a skipped step's are NaN/inf):
+        the bar moves; every `every` steps (and at the last) a log line."""
+        self.bar.update(1)
+        if stepped:
+            self.sums = {k: self.sums.get(k, 0.0) + v for k, v in self.pending.items()}
+            self.steps += 1
+        self.pending = {}
+        self.clips += clips
+        if step % self.every and step != self.bar.total:
+            return
+        keys = sorted(self.sums)                                # the same on every rank: skips are agreed
+        means = torch.stack([self.sums[k] for k in keys]).float() / self.steps if keys else torch.zeros(0)
+        if self.world > 1 and keys:
+            torch.distributed.all_reduce(means, op=torch.distributed.ReduceOp.AVG)
+        rec = dict(zip(keys, means.tolist()), step=step, epoch=epoch, lr=lr,
+                   clips_per_s=self.clips / (time.time() - self.t), skipped=skipped)
+        self.write(rec, {k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
+        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
+
+    def epoch(self, epoch, step, device, scores=dict):
+        """At an epoch's end (every rank), one reduction: the bad videos drawn over all ranks, and whether a
+        preemption signal reached some rank. More than 10% [ours] bad stops with one line naming examples. -> stop:
+        True skips scores() (held-out numbers: slow), for the caller to save and leave; else they are written."""
+        counts = torch.tensor([self.bad, self.seen, STOP['signal'] is not None], dtype=torch.float64, device=device)
+        if self.world > 1:
+            torch.distributed.all_reduce(counts)
+        bad, seen, stop = int(counts[0]), int(counts[1]), bool(counts[2])
+        if seen and bad / seen > 0.1:
+            stop_all(self.world, f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
+                             f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
+        scores = {} if stop else scores()
+        self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores),
+                   {k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})
+        self.bad, self.seen, self.examples = 0, 0, []
+        return stop
+
+    def write(self, rec, shown):
+        """One line of log.jsonl (rank 0), and `shown` on the bar."""
+        if self.file:
+            self.file.write(json.dumps(rec) + '\n')
+            self.file.flush()
+        self.shown.update(shown)
+        self.bar.set_postfix(self.shown)
+
+def _logged_before(line, step, epoch):
+    """Whether a log.jsonl line precedes a run's start at (step, epoch): a step line at step <= `step`, an epoch line
+    of an epoch before `epoch` (a torn last line: no)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    return rec['epoch'] < epoch if 'bad_videos' in rec else rec['step'] <= step
+
+def check_writable(out, rank=0):
+    """Make `out` and write a file there before the first step: a folder that refuses stops the run at once. The
+    probe is named by host, rank and process (ranks may share the folder; PID namespaces repeat pids across nodes)."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f'.write-test-{socket.gethostname()}-{rank}-{os.getpid()}')
+        with open(probe, 'wb') as fh:
+            fh.write(b'0')
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f'--out {out} is not writable: {e.strerror or e}') from None
+
+def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
+    """Rank 0 writes state() atomically and durably: path.tmp, fsync, os.replace, fsync of the folder (else a crash
+    can leave an empty file under the final name). A save the file system refuses (full disk, quota, file-size limit,
+    permissions), or a model with NaN/inf weights, keeps the previous checkpoint (the temp file removed) and stops
+    every rank, rank 0 with one line. A second signal does not interrupt a save (_preempt). -> stop: a preemption
+    signal reached some rank by the end of the save, agreed in the save's one reduction."""
+    error, STOP['saving'] = '', True
+    if rank == 0:
+        try:
+            s = state()
+            bad = [k for k, v in s.get('model', {}).items() if v.is_floating_point() and not v.isfinite().all()]
+            if bad:
+                raise ValueError(f'{len(bad)} model tensors hold NaN/inf (e.g. {bad[0]}), the last checkpoint is kept')
+            with open(path + '.tmp', 'wb') as fh:
+                torch.save(s, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(path + '.tmp', path)
+            folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            except OSError:                                     # a file system that cannot sync a folder
+                pass
+            os.close(folder)
+        except (OSError, RuntimeError, ValueError) as e:        # torch.save: a RuntimeError after the OSError
+            cause = e if isinstance(e, (OSError, ValueError)) else e.__context__
+            error = getattr(cause, 'strerror', None) or str(e).strip().splitlines()[-1] or type(e).__name__
+            if os.path.exists(path + '.tmp'):
+                os.remove(path + '.tmp')
+    STOP['saving'] = False
+    flags = torch.tensor([float(bool(error)), float(STOP['signal'] is not None)], device=device)
+    if world > 1:                                               # the others learn of it, not wait in vain
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    if flags[0]:
+        stop_all(world, f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
+    return bool(flags[1])
+
+def train_state(opt, scaler, step, epoch, videos, nan, clips):
+    """What a checkpoint holds besides the model to continue the trajectory: the position (step, epoch, the videos of
+    the epoch the job has done), optimizer, scaler, NaN count and the global batch (clips a step)."""
+    return dict(optimizer=opt.state_dict(), scaler=scaler.state_dict(), step=step, epoch=epoch, videos=videos,
+                n_nan=nan['total'], clips_per_step=clips)
+
+def load_resume(out, rank, world, device, resume=True):
+    """The checkpoint every rank resumes from, or None. Rank 0 decides (<out>/ckpt.pt, if there) and tells the
+    others; each reads that file. A rank that cannot read it (--out on a node-local disk) or reads another step (a
+    stale copy) stops the job with one line."""
+    found = [os.path.join(out, 'ckpt.pt')]
+    found = [found[0] if resume and rank == 0 and os.path.exists(found[0]) else None]
+    if world > 1:
+        torch.distributed.broadcast_object_list(found, src=0, device=device)
+    if found[0] is None:
+        return None
+    try:
+        state = read_checkpoint(found[0])
+        steps = [state.get('step')]
+    except CheckpointError as e:
+        state, steps = None, [str(e)]
+    if world > 1:
+        mine, steps = steps[0], [None] * world
+        torch.distributed.all_gather_object(steps, mine)
+    if isinstance(steps[0], str):                               # rank 0 cannot read its own checkpoint
+        stop_all(world, f'{steps[0]}; to start over use --no-resume or another --out')
+    bad = [r for r, s in enumerate(steps) if s != steps[0] or isinstance(s, str)]
+    if bad:
+        why = steps[bad[0]] if isinstance(steps[bad[0]], str) else f'step {steps[bad[0]]}, rank 0 step {steps[0]}'
+        stop_all(world, f'rank {bad[0]} cannot resume from {found[0]} with rank 0 ({why}): --out must be one folder '
+                 'every rank reads (a shared file system); to start over use --no-resume or another --out')
+    return state
+
+def restore(state, opt, scaler, clips, videos_a_step, path, world=1):
+    """Optimizer, scaler and position from a train_state (None: a fresh start) -> step, epoch, micro-batches this
+    rank has done in the epoch, NaN counters. Another global batch than the checkpoint's stops with one line."""
+    if state is None:
+        return 0, 0, 0, {'total': 0, 'run': 0}
+    if state.get('clips_per_step', clips) != clips:
+        stop_all(world, f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
+                 '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same global '
+                 'batch, or another --out')
+    opt.load_state_dict(state['optimizer'])
+    scaler.load_state_dict(state['scaler'])
+    print0(f"resumed from {path} at epoch {state['epoch']}, step {state['step']}")
+    it = state['videos'] // videos_a_step if 'videos' in state else state['it']    # 'it': older checkpoints
+    return state['step'], state['epoch'], it, {'total': state['n_nan'], 'run': 0}
 
 if __name__ == '__main__':
     main()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import data
+import pretrain
 
 
 def write_video(path, frames, fourcc='MJPG', fps=12):
@@ -57,11 +58,11 @@ def test_bad_inputs_are_counted_not_raised(shared_data, tmp_path, capsys):
     assert set(batch['bad']) == set(bad) and batch['label'].tolist() == [1] * 7
     err = capsys.readouterr().err
     assert all(err.count(f'bad video {path} ') == 1 for path in bad)  # warned once each
-    log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)                 # rank 1: no files
+    log = pretrain.RunLog(str(tmp_path), 1, 1, 0, 0, 1, 1)                 # rank 1: no files
     log.batch(batch, len(samples), {}, 1)
     with pytest.raises(SystemExit, match=r'of 7 videos .* failed to load, more than 10%; e.g. .*corrupted.mp4'):
         log.epoch(0, 0, 'cpu')
-    log = data.RunLog(str(tmp_path), 1, 1, 0, 1, 1)
+    log = pretrain.RunLog(str(tmp_path), 1, 1, 0, 0, 1, 1)
     log.batch({'bad': ['x']}, 100, {}, 1)                              # under the share
     log.epoch(1, 0, 'cpu')
     pre = data.PretrainDataset(samples, num_frames=8, stride=2, img_size=32, repeat=2)

@@ -277,6 +277,21 @@ def test_resume_mid_epoch_continues_the_same_trajectory(setup, monkeypatch):
         assert torch.equal(a['model'][k], b['model'][k]), k
 
 
+def test_one_process_with_accumulation_equals_two_processes(setup):
+    """The same global batch of 4 clips as 1 process x 2 clips x --accum 2 and as 2 processes x 2 clips: the same
+    steps an epoch and, without mixup, cutmix and drop path (each rank's own randomness), the same weights."""
+    root = setup[0]
+    flags = ['--batch-size', '2', '--mixup', '0', '--cutmix', '0', '--drop-path', '0', '--device', 'cpu']
+    run(setup, 'accum', *flags, '--accum', '2')
+    run(setup, 'ddp', *flags, '--gpus', '2')
+    a, b = (torch.load(root / out / 'ckpt.pt', weights_only=True) for out in ('accum', 'ddp'))
+    assert a['step'] == b['step'] == 4 and a['clips_per_step'] == b['clips_per_step'] == 4
+    assert [r['step'] for r in log_lines(root / 'accum' / 'log.jsonl') if 'loss' in r] == [2, 4]
+    w = 'encoder.blocks.0.attn.qkv.weight'
+    assert not torch.equal(a['model'][w], setup[2][w])
+    torch.testing.assert_close(a['model'], b['model'], rtol=1e-4, atol=1e-6)
+
+
 def test_linear_probe_leaves_encoder_unchanged(setup):
     root, _, pre = setup
     run(setup, 'probe', '--linear-probe')

@@ -69,34 +69,54 @@ def interrupt_after(monkeypatch, n_saves):
     return Killed
 
 
-def test_resume_mid_epoch_continues_the_same_trajectory(demo_root, tmp_path, monkeypatch):
-    args = ['--epochs', '3', '--save-minutes', '0']                    # a save after every step
+def test_resume_mid_epoch_continues_the_same_trajectory_and_logs_each_step_once(demo_root, tmp_path, monkeypatch):
+    """A timed save at step 6 (mid epoch 2), a crash during step 8 after step 7 was logged: the resumed run's log
+    drops step 7's line (logged again), and its steps, losses and weights are the uninterrupted run's."""
+    args = ['--epochs', '3', '--save-minutes', '-1']                   # saves at the epochs' ends only
     straight, ck_straight = run(demo_root, tmp_path / 'a', *args)
-    killed = interrupt_after(monkeypatch, 3)
-    with pytest.raises(killed):
+    real = pretrain.lr_at
+
+    class Killed(Exception):
+        pass
+
+    def lr_at(step, *a):
+        if step == 7:
+            raise Killed
+        return real(step, *a)
+    monkeypatch.setattr(pretrain.RunLog, 'save_due', lambda self, minutes: self.bar.n == 5)  # after step 6
+    monkeypatch.setattr(pretrain, 'lr_at', lr_at)
+    with pytest.raises(Killed):
         run(demo_root, tmp_path / 'b', *args)
     monkeypatch.undo()
+    assert torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['step'] == 6
+    assert '"step": 7,' in (tmp_path / 'b' / 'log.jsonl').read_text()
     resumed, ck_resumed = run(demo_root, tmp_path / 'b', *args)
-    assert [s['step'] for s in resumed] == [s['step'] for s in straight]
+    assert [s['step'] for s in resumed] == [s['step'] for s in straight] == list(range(1, 13))
     assert [s['loss'] for s in resumed] == [s['loss'] for s in straight]
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=0, atol=0)
 
 
-def test_nan_loss_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeypatch):
+def test_nan_loss_or_gradient_is_skipped_and_counted_then_stops(demo_root, tmp_path, monkeypatch):
+    """Step 2: a NaN loss; step 3: a finite loss whose gradient is NaN (sqrt'(0) x 0). Both skipped and counted;
+    the weights, every saved tensor and every logged loss stay finite. Then 5 NaN steps in a row stop the run."""
     forward, calls = M.MotionMAE.forward, []
 
-    def nan_at(bad):
+    def nan_at(bad, bad_grad=()):
         def fwd(self, *a, **kw):
             out = forward(self, *a, **kw)
             calls.append(1)
             if len(calls) in bad:
                 out['loss'] = out['loss'] * float('nan')
+            if len(calls) in bad_grad:
+                out['loss'] = out['loss'] + torch.sqrt(0 * self.encoder.patch_embed.proj.weight.sum())
             return out
         return fwd
-    monkeypatch.setattr(M.MotionMAE, 'forward', nan_at({2}))
-    steps, ck = run(demo_root, tmp_path / 'a', '--epochs', '1')
-    assert ck['n_nan'] == 1 and steps[-1]['skipped'] == 1
-    assert all(torch.isfinite(v).all() for v in ck['model'].values())
+    monkeypatch.setattr(M.MotionMAE, 'forward', nan_at({2}, {3}))
+    steps, ck = run(demo_root, tmp_path / 'a', '--epochs', '1', '--log-every', '2')    # steps 1-2, 3-4 in a line
+    assert ck['n_nan'] == 2 and steps[-1]['skipped'] == 2 and [s['step'] for s in steps] == [2, 4]
+    assert all(np.isfinite(s['loss']) and np.isfinite(s['loss_time']) for s in steps)
+    saved = list(ck['model'].values()) + [v for s in ck['optimizer']['state'].values() for v in s.values()]
+    assert all(torch.isfinite(v).all() for v in saved)
     calls.clear()
     monkeypatch.setattr(M.MotionMAE, 'forward', nan_at(set(range(1, 100))))
     with pytest.raises(SystemExit, match='NaN'):
@@ -224,40 +244,123 @@ def test_ranks_that_cannot_read_rank_0s_checkpoint_stop_the_resume_with_one_line
             'rank 1 cannot resume from out/ckpt.pt with rank 0 (checkpoint out/ckpt.pt: not found)'), err
 
 
-def test_sigterm_saves_the_step_reached_and_the_run_goes_on_at_another_world_size(demo_root, tmp_path):
-    """SIGTERM to a 2-process run: both ranks stop at one step, rank 0 saves it, one line names it. One process with
-    the same global batch continues it on the uninterrupted run's trajectory; another global batch is refused."""
-    extra = ['--epochs', '3', '--decoder-mask-ratio', '0.5']           # decoder masks too are drawn globally
-    cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path / 'b'), *TINY,
-           *extra, '--batch-size', '2', '--gpus', '2']
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / 'b' / 'log.jsonl'
-    while not (log.exists() and '"step": 2,' in log.read_text()):
-        assert p.poll() is None
+def signal_group(cmd, out, at_step=2):
+    """Start cmd as a job of its own (setsid, as a scheduler starts one), and once <out>/log.jsonl shows `at_step`,
+    SIGTERM its whole process group (SLURM, torchrun): trainers, loader workers, launcher. -> (stderr lines, seconds
+    from the signal to the exit); the run must exit within 60 s with rank 0's one line."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = out / 'log.jsonl'
+    while not (log.exists() and f'"step": {at_step},' in log.read_text()):
+        assert p.poll() is None, p.communicate()[1][-2000:]
         time.sleep(0.02)
-    p.send_signal(signal.SIGTERM)
-    err = p.communicate(timeout=60)[1].strip().splitlines()
+    t = time.time()
+    os.killpg(p.pid, signal.SIGTERM)
+    err = p.communicate(timeout=60)[1]
+    assert p.returncode == 1 and 'Traceback' not in err and 'Error' not in err, err[-3000:]
+    return err.strip().splitlines(), time.time() - t
+
+
+def stopped_at(err, path):
     m = re.search(r'stopped by SIGTERM at step (\d+): checkpoint (\S+); run the same command to continue$', err[-1])
-    assert p.returncode == 1 and m and m[2] == str(tmp_path / 'b' / 'ckpt.pt'), err[-3:]
-    n = int(m[1])
-    assert torch.load(m[2], weights_only=True)['step'] == n < 12 and not os.path.exists(m[2] + '.tmp')
+    assert m and m[2] == str(path), err[-3:]
+    assert torch.load(path, weights_only=True)['step'] == int(m[1]) and not os.path.exists(f'{path}.tmp')
+    return int(m[1])
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_saves_the_step_reached(demo_root, tmp_path):
+    """One process with 2 loader workers: the workers ignore the signal, the trainer saves the step it reached."""
+    cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path), *TINY,
+           '--epochs', '30', '--workers', '2']
+    err, seconds = signal_group(cmd, tmp_path, at_step=6)
+    assert 6 <= stopped_at(err, tmp_path / 'ckpt.pt') < 120 and seconds < 60
+
+
+def test_sigterm_to_a_two_process_group_saves_and_the_run_goes_on_with_accumulation(demo_root, tmp_path):
+    """SIGTERM to the process group of a 2-process run with loader workers: both ranks stop at one step, rank 0 saves
+    it, one line names it. One process with --accum 2 (the same global batch) continues it on the trajectory of an
+    uninterrupted one-process --accum 2 run, with as many steps an epoch; another global batch is refused."""
+    extra = ['--epochs', '3', '--decoder-mask-ratio', '0.5', '--batch-size', '2']   # decoder masks: drawn globally
+    cmd = [sys.executable, PRETRAIN, '--data', 'demo', '--data-root', demo_root, '--out', str(tmp_path / 'b'), *TINY,
+           *extra, '--gpus', '2', '--workers', '1']
+    err, seconds = signal_group(cmd, tmp_path / 'b')
+    assert stopped_at(err, tmp_path / 'b' / 'ckpt.pt') < 12 and seconds < 60
     with pytest.raises(SystemExit, match='was trained with 4 clips a step, this run has 2'):
-        run(demo_root, tmp_path / 'b', *extra, '--batch-size', '2')
-    resumed, ck_resumed = run(demo_root, tmp_path / 'b', *extra)                     # 1 process x 4 clips
-    straight, ck_straight = run(demo_root, tmp_path / 'a', *extra)
-    assert [s['step'] for s in resumed] == list(range(1, 13))         # steps 1..n on 2 processes, then on 1
+        run(demo_root, tmp_path / 'b', *extra)
+    resumed, ck_resumed = run(demo_root, tmp_path / 'b', *extra, '--accum', '2')   # 1 process x 2 clips x 2
+    straight, ck_straight = run(demo_root, tmp_path / 'a', *extra, '--accum', '2')
+    assert [s['step'] for s in resumed] == [s['step'] for s in straight] == list(range(1, 13))
     torch.testing.assert_close([s['loss'] for s in resumed], [s['loss'] for s in straight], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(ck_resumed['model'], ck_straight['model'], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('when', ['before validation', 'during validation'])
+def test_a_signal_at_an_epochs_end_stops_before_more_work_with_one_save(demo_root, tmp_path, monkeypatch, when):
+    """A signal after the epoch's last step: no validation; one during it: no further step. Either way one save
+    (the epoch's), then the one line."""
+    validated, saves = [], []
+    real_validate, real_save, real_step = pretrain.validate, pretrain.save_checkpoint, pretrain.RunLog.step
+
+    def step(self, step, *a):
+        real_step(self, step, *a)
+        if step == 4 and when == 'before validation':             # after the epoch's last step was agreed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def validate(*a):
+        validated.append(1)
+        if when == 'during validation':
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_validate(*a)
+    monkeypatch.setattr(pretrain.RunLog, 'step', step)
+    monkeypatch.setattr(pretrain, 'validate', validate)
+    monkeypatch.setattr(pretrain, 'save_checkpoint', lambda *a: saves.append(1) or real_save(*a))
+    with pytest.raises(SystemExit, match=r'^stopped by SIGTERM at step 4: checkpoint'):
+        run(demo_root, tmp_path, '--epochs', '3', '--save-minutes', '-1')
+    ck = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert ck['step'] == 4 and ck['epoch'] == 1 and len(saves) == 1
+    assert len(validated) == (0 if when == 'before validation' else 1)
+
+
+def test_a_later_signal_does_not_interrupt_a_save(tmp_path):
+    """A second SIGTERM more than 5 s after the first (SLURM's at the end of its grace time) while a checkpoint is
+    written: the save finishes (outside a save, it exits at once)."""
+    code = ('import os, signal, sys, time, torch, pretrain\n'
+            'pretrain.STOP.update(signal="SIGTERM", t=time.time() - 10)\n'
+            'signal.signal(signal.SIGTERM, pretrain._preempt)\n'
+            'def state():\n'
+            '    os.kill(os.getpid(), signal.SIGTERM)\n'
+            '    return {"step": 3, "w": torch.zeros(10)}\n'
+            'print("stop agreed:", pretrain.save_checkpoint(sys.argv[1], state))\n'
+            'os.kill(os.getpid(), signal.SIGTERM)\n'
+            'time.sleep(5)\n')
+    p = subprocess.run([sys.executable, '-c', code, str(tmp_path / 'ckpt.pt')], cwd=os.path.dirname(PRETRAIN),
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout == 'stop agreed: True\n' and p.returncode == 128 + signal.SIGTERM, p.stderr
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['step'] == 3
+
+
+def test_one_ranks_setup_failure_stops_every_rank_at_once_with_its_line(demo_root, tmp_path):
+    """Two processes as on two nodes; the data root (relative; the demo in its SSv2 layout) exists on node 0 only:
+    both ranks exit with rank 1's one line at once, not after the process group's timeout."""
+    os.makedirs(tmp_path / 'node0')
+    os.symlink(demo_root, tmp_path / 'node0' / 'demo')
+    t = time.time()
+    for err, rc in two_ranks(demo_root, tmp_path, '--data', 'ssv2', '--data-root', 'demo'):
+        assert rc == 1 and 'Traceback' not in err and err.strip().splitlines()[-1].startswith(
+            'rank 1: ') and 'demo' in err.strip().splitlines()[-1], err
+    assert time.time() - t < 60
+
+
 def test_a_save_refused_by_the_file_system_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
     path = tmp_path / 'ckpt.pt'
-    data.save_checkpoint(str(path), lambda: {'step': 1})
-    code = ('import resource, sys, torch, data; resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); '
-            'data.save_checkpoint(sys.argv[1], lambda: {"step": 2, "w": torch.zeros(10 ** 6)})')
+    pretrain.save_checkpoint(str(path), lambda: {'step': 1})
+    code = ('import resource, sys, torch, pretrain; resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000)); '
+            'pretrain.save_checkpoint(sys.argv[1], lambda: {"step": 2, "w": torch.zeros(10 ** 6)})')
     p = subprocess.run([sys.executable, '-c', code, str(path)], cwd=os.path.dirname(PRETRAIN), capture_output=True,
                        text=True)
     assert p.returncode == 1 and p.stderr.strip() == f'cannot save checkpoint {path}: File too large', p.stderr
+    assert torch.load(path, weights_only=True) == {'step': 1} and os.listdir(tmp_path) == ['ckpt.pt']
+    with pytest.raises(SystemExit, match='model tensors hold NaN/inf'):              # NaN weights never replace it
+        pretrain.save_checkpoint(str(path), lambda: {'step': 2, 'model': {'w': torch.tensor([1.0, float('nan')])}})
     assert torch.load(path, weights_only=True) == {'step': 1} and os.listdir(tmp_path) == ['ckpt.pt']
     with pytest.raises(SystemExit, match=f'--out {tmp_path}/ckpt.pt/sub is not writable: Not a directory'):
         pretrain.main(['--out', str(path / 'sub'), '--device', 'cpu'])
