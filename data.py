@@ -36,10 +36,10 @@ cv2.setNumThreads(1)
 
 _VIDEOMAE = dict(stride=4, flip=True, test_clips=5, test_crops=3, finetune_sampling='dense', img_size=224,
                  num_frames=16)
-DATASETS = {  # clip geometry, test views and finetuning sampling [paper, VideoMAE]; demo [ours]
+DATASETS = {  # clip geometry, finetuning flips, test views and sampling [paper, VideoMAE]; demo [ours]
     'ssv2': dict(_VIDEOMAE, stride=2, flip=False, test_clips=2, finetune_sampling='segment'),  # labels say left/right
     'k400': dict(_VIDEOMAE),
-    'ucf101': dict(_VIDEOMAE, test_clips=10),
+    'ucf101': dict(_VIDEOMAE),
     'list': dict(_VIDEOMAE),  # any list:<file>
     # demo: 8 frames of 32 px for the tiny model's 8-px patches (64 tokens), dense at the pretraining stride; no flip:
     # the classes are directions
@@ -51,11 +51,12 @@ def clip_args(a):
     a('--img-size', type=int, help='crop side in pixels (VideoMAE: 224; demo 32)')
     a('--num-frames', type=int, help='frames a clip (VideoMAE: 16; demo 8)')
     a('--stride', type=int, help='frames between sampled frames (VideoMAE: 2 SSv2, 4 K400/UCF101; demo 2)')
-    a('--flip', action=argparse.BooleanOptionalAction, help='random horizontal flips (VideoMAE: on; SSv2, demo: off)')
+    a('--flip', action=argparse.BooleanOptionalAction, help='random horizontal flips (VideoMAE: none in pretraining; '
+                                                            'in finetuning on, off for SSv2 and the demo)')
 
 def fill_clip_args(args, *sources):
-    """Set each clip flag left at None from the first source (a dict) that has it."""
-    for k in ('img_size', 'num_frames', 'stride', 'flip'):
+    """Set each geometry flag left at None from the first source (a dict) that has it (flips are per stage)."""
+    for k in ('img_size', 'num_frames', 'stride'):
         if getattr(args, k) is None:
             setattr(args, k, next(s[k] for s in sources if k in s))
 
@@ -237,51 +238,52 @@ def _blend(x, base, f):  # PIL's ImageEnhance: base + f (x - base)
 def _gray(x):
     return x.astype(np.float32) @ np.float32([[0.299], [0.587], [0.114]])  # (T, H, W, 1)
 
-def _warp(x, M):  # one affine map for all frames, timm's fill: the ImageNet mean colour
-    fill = tuple(round(255 * m) for m in IMAGENET_MEAN)
-    return np.stack([cv2.warpAffine(f, np.float32(M), f.shape[1::-1], borderValue=fill) for f in x])
+def _warp(x, M):  # one affine map for all frames, filled grey 128 [VideoMAE: its RandAugment's fill]
+    return np.stack([cv2.warpAffine(f, np.float32(M), f.shape[1::-1], borderValue=(128, 128, 128)) for f in x])
 
 def _autocontrast(x):
     lo, hi = x.min((1, 2), keepdims=True).astype(np.float32), x.max((1, 2), keepdims=True).astype(np.float32)
     return np.where(hi > lo, (x - lo) * 255 / np.maximum(hi - lo, 1), x).astype(np.uint8)
 
-# timm's rand-m7-n4-mstd0.5-inc1 ops [VideoMAE]: x (T, H, W, 3) uint8, v = magnitude / 10, s = a random sign
+# timm's rand-m7-n4-mstd0.5-inc1 ops [VideoMAE]: x (T, H, W, 3) uint8, v = magnitude / 10, s = a random sign,
+# t = the largest translation in pixels (0.45 of the crop side)
 _SHARPEN = np.float32([[1, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
 _RAND_AUGMENT = [
-    lambda x, v, s: _autocontrast(x),
-    lambda x, v, s: np.stack([np.stack([cv2.equalizeHist(f[..., c]) for c in range(3)], -1) for f in x]),
-    lambda x, v, s: 255 - x,  # invert
-    lambda x, v, s: _warp(x, cv2.getRotationMatrix2D((x.shape[2] / 2, x.shape[1] / 2), 30 * v * s, 1)),
-    lambda x, v, s: x & np.uint8(0xFF << (4 + int(4 * v)) & 0xFF),  # posterize to 4 - int(4 v) bits
-    lambda x, v, s: np.where(x >= 256 - int(256 * v), 255 - x, x).astype(np.uint8),  # solarize
-    lambda x, v, s: np.where(x < 128, np.minimum(x.astype(np.int32) + int(110 * v), 255), x).astype(np.uint8),
-    lambda x, v, s: _blend(x, _gray(x), 1 + 0.9 * v * s),  # colour
-    lambda x, v, s: _blend(x, _gray(x).mean((1, 2, 3), keepdims=True), 1 + 0.9 * v * s),  # contrast
-    lambda x, v, s: _blend(x, 0, 1 + 0.9 * v * s),  # brightness
-    lambda x, v, s: _blend(x, np.stack([cv2.filter2D(f, -1, _SHARPEN) for f in x]), 1 + 0.9 * v * s),  # sharpness
-    lambda x, v, s: _warp(x, [[1, 0.3 * v * s, 0], [0, 1, 0]]),  # shear x
-    lambda x, v, s: _warp(x, [[1, 0, 0], [0.3 * v * s, 1, 0]]),  # shear y
-    lambda x, v, s: _warp(x, [[1, 0, 0.45 * v * s * x.shape[2]], [0, 1, 0]]),  # translate x
-    lambda x, v, s: _warp(x, [[1, 0, 0], [0, 1, 0.45 * v * s * x.shape[1]]])]  # translate y
+    lambda x, v, s, t: _autocontrast(x),
+    lambda x, v, s, t: np.stack([np.stack([cv2.equalizeHist(f[..., c]) for c in range(3)], -1) for f in x]),
+    lambda x, v, s, t: 255 - x,  # invert
+    lambda x, v, s, t: _warp(x, cv2.getRotationMatrix2D((x.shape[2] / 2, x.shape[1] / 2), 30 * v * s, 1)),
+    lambda x, v, s, t: x & np.uint8(0xFF << (4 + int(4 * v)) & 0xFF),  # posterize to 4 - int(4 v) bits
+    lambda x, v, s, t: np.where(x >= 256 - int(256 * v), 255 - x, x).astype(np.uint8),  # solarize
+    lambda x, v, s, t: np.where(x < 128, np.minimum(x.astype(np.int32) + int(110 * v), 255), x).astype(np.uint8),
+    lambda x, v, s, t: _blend(x, _gray(x), 1 + 0.9 * v * s),  # colour
+    lambda x, v, s, t: _blend(x, _gray(x).mean((1, 2, 3), keepdims=True), 1 + 0.9 * v * s),  # contrast
+    lambda x, v, s, t: _blend(x, 0, 1 + 0.9 * v * s),  # brightness
+    lambda x, v, s, t: _blend(x, np.stack([cv2.filter2D(f, -1, _SHARPEN) for f in x]), 1 + 0.9 * v * s),  # sharpness
+    lambda x, v, s, t: _warp(x, [[1, 0.3 * v * s, 0], [0, 1, 0]]),  # shear x
+    lambda x, v, s, t: _warp(x, [[1, 0, 0], [0.3 * v * s, 1, 0]]),  # shear y
+    lambda x, v, s, t: _warp(x, [[1, 0, t * v * s], [0, 1, 0]]),  # translate x
+    lambda x, v, s, t: _warp(x, [[1, 0, 0], [0, 1, t * v * s]])]  # translate y
 
-def _rand_augment(x, rng, m=7, n=4):
+def _rand_augment(x, rng, size, m=7, n=4):
     """RandAugment [VideoMAE]: n ops drawn with replacement, each applied with probability 0.5 at a magnitude
-    ~ N(m, 0.5) clipped to [0, 10]; the same op and magnitude on every frame. Applied after the crop, at S x S
-    [ours; VideoMAE augments the full frames first]."""
+    ~ N(m, 0.5) clipped to [0, 10]; the same op and magnitude on every frame, on the whole frames before the crop
+    of side `size` [VideoMAE]."""
     for op in rng.integers(len(_RAND_AUGMENT), size=n):
         v, s = np.clip(rng.normal(m, 0.5), 0, 10) / 10, rng.choice([-1, 1])
-        x = _RAND_AUGMENT[op](x, v, s) if rng.random() < 0.5 else x
+        x = _RAND_AUGMENT[op](x, v, s, 0.45 * size) if rng.random() < 0.5 else x
     return x
 
 def _erase(x, rng, p):
-    """Random erasing [VideoMAE: timm, mode 'pixel']: with probability p one box (2-33% of the area, aspect .3-3.3)
-    of noise ~ N(ImageNet mean, std). On uint8, as normalisation happens on the device; one box for all frames
-    [ours; VideoMAE draws one per frame]."""
-    box = _random_box(rng, *x.shape[1:3], (0.02, 1 / 3), (0.3, 1 / 0.3)) if rng.random() < p else None
-    if box:
-        y, x0, h, w = box
-        noise = rng.normal(np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255, (len(x), h, w, 3))
-        x[:, y:y + h, x0:x0 + w] = np.clip(noise, 0, 255)
+    """Random erasing [VideoMAE: timm's, mode 'pixel', on the clip as a batch of frames]: each frame with probability
+    p gets its own box (2-33% of the area, aspect .3-3.3) of noise ~ N(ImageNet mean, std), clipped to uint8 [ours:
+    the loaders deliver uint8]. x (T, S, S, 3) uint8, changed in place."""
+    for f in x:
+        box = _random_box(rng, *f.shape[:2], (0.02, 1 / 3), (0.3, 1 / 0.3)) if rng.random() < p else None
+        if box:
+            y, x0, h, w = box
+            noise = rng.normal(np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255, (h, w, 3))
+            f[y:y + h, x0:x0 + w] = np.clip(noise, 0, 255)
     return x
 
 # --- sampling: pretraining clips with their +g partners, finetuning and test views; bad input replaced
@@ -348,16 +350,19 @@ class PretrainDataset(_Videos):
 
 class VideoDataset(_Videos):
     """Finetuning and evaluation [VideoMAE]: sampling 'dense' (num_frames at stride) or 'segment' (one frame of each
-    of num_frames segments). mode 'train': random resized crop (min_crop..1 of the area), flip, RandAugment, random
+    of num_frames segments). mode 'train': num_sample differently augmented copies of one clip (repeated
+    augmentation), each: RandAugment on the whole frames, random resized crop (min_crop..1 of the area), flip, random
     erasing; 'val': the centre clip, short side -> img_size, centre crop; 'test': test_clips x test_crops views, the
-    crops along the long side.
-    Item: {'x': uint8 (3, T, S, S), in test (V, 3, T, S, S), 'label', 'index', 'bad': [paths]}."""
+    crops along the long side (SSv2: segment offsets 0, 1/test_clips, ...).
+    Item: {'x': uint8 (3, T, S, S), in test (V, 3, T, S, S), in train with num_sample R > 1 (R, 3, T, S, S), 'label',
+    'index', 'bad': [paths]}."""
 
     def __init__(self, samples, mode, num_frames=16, stride=4, sampling='dense', img_size=224, flip=True,
-                 test_clips=5, test_crops=3, rand_aug=True, erase_p=0.25, min_crop=0.08):
+                 test_clips=5, test_crops=3, rand_aug=True, erase_p=0.25, min_crop=0.08, num_sample=1):
         self.samples, self.mode, self.num_frames, self.stride = samples, mode, num_frames, stride
         self.sampling, self.img_size, self.flip, self.test_clips = sampling, img_size, flip, test_clips
         self.test_crops, self.rand_aug, self.erase_p, self.min_crop = test_crops, rand_aug, erase_p, min_crop
+        self.num_sample = num_sample
 
     def load(self, index, seed):
         T, S, train = self.num_frames, self.img_size, self.mode == 'train'
@@ -368,7 +373,7 @@ class VideoDataset(_Videos):
                 raise BadVideo(f'too short: {n} frames')
             rng = np.random.default_rng([seed, 0])
             if self.sampling == 'segment':  # a random frame of each segment; in evaluation, fixed offsets
-                off = rng.random((1, T)) if train else (np.arange(clips)[:, None] + 0.5) / clips
+                off = rng.random((1, T)) if train else (np.arange(clips)[:, None] + 0.5 * (clips == 1)) / clips
                 return np.minimum((n / T * (np.arange(T) + off)).astype(int), n - 1)
             s = min(self.stride, (n - 1) // max(T - 1, 1))
             last = n - (T - 1) * s - 1  # the latest start
@@ -379,13 +384,16 @@ class VideoDataset(_Videos):
         frames, idx = _decode(self.samples[index][0], pick)
         rng, (H, W) = np.random.default_rng([seed, 1]), frames[0].shape[:2]
         if train:
-            x, side = np.empty((3, T, S, S), np.uint8), min(H, W)
-            box = _random_box(rng, H, W, (self.min_crop, 1), (3 / 4, 4 / 3))
-            box = box or ((H - side) // 2, (W - side) // 2, side, side)
-            _crop_resize(frames, idx[0], box, x, self.flip and rng.random() < 0.5)
-            x = np.ascontiguousarray(x.transpose(1, 2, 3, 0))  # (T, S, S, 3) for the cv2 ops
-            x = _erase(_rand_augment(x, rng) if self.rand_aug else x, rng, self.erase_p)
-            x = torch.from_numpy(np.ascontiguousarray(x.transpose(3, 0, 1, 2)))  # (3, T, S, S)
+            R, side = self.num_sample, min(H, W)
+            x = np.empty((R, 3, T, S, S), np.uint8)
+            for r in range(R):  # one decode, R augmentations [VideoMAE: --num_sample]
+                clip = np.stack([frames[i] for i in idx[0]])  # (T, H, W, 3)
+                clip = _rand_augment(clip, rng, S) if self.rand_aug else clip
+                box = _random_box(rng, H, W, (self.min_crop, 1), (3 / 4, 4 / 3))
+                box = box or ((H - side) // 2, (W - side) // 2, side, side)
+                _crop_resize(clip, range(T), box, x[r], self.flip and rng.random() < 0.5)
+                x[r] = _erase(np.ascontiguousarray(x[r].transpose(1, 2, 3, 0)), rng, self.erase_p).transpose(3, 0, 1, 2)
+            x = torch.from_numpy(x if R > 1 else x[0])  # (R, 3, T, S, S) or (3, T, S, S)
         else:  # a square of the short side, resized to S = short side -> S, then an S x S crop
             side, crops = min(H, W), self.test_crops if self.mode == 'test' else 1
             offs = np.linspace(0, max(H, W) - side, crops) if crops > 1 else [(max(H, W) - side) / 2]
@@ -548,6 +556,9 @@ def ensure_demo(root=None, per_class=None, seed=0):
     per_class (train, val) videos of each class (default (80, 100)) in the SSv2 layout, and the DAVIS layout in
     root/davis. With per_class None an existing demo of any size is used as it is, if this generator wrote it."""
     root = root or DEMO_ROOT
+    marker = os.path.join(root, 'demo.json')
+    if per_class is None and os.path.exists(marker) and json.load(open(marker)).get('version') == DEMO_VERSION:
+        return root                                  # there already: no rank waits for another
     dist = torch.distributed.is_initialized()
     if dist and torch.distributed.get_rank() != 0:   # under DDP rank 0 generates, the others wait, then read
         torch.distributed.barrier()
@@ -560,8 +571,6 @@ def ensure_demo(root=None, per_class=None, seed=0):
 
 def _ensure_demo(root, per_class, seed):
     marker = os.path.join(root, 'demo.json')
-    if per_class is None and os.path.exists(marker) and json.load(open(marker)).get('version') == DEMO_VERSION:
-        return root
     per_class = per_class or (80, 100)
     stamp = json.dumps({'per_class': list(per_class), 'seed': seed, 'version': DEMO_VERSION})
     if os.path.exists(marker) and open(marker).read() == stamp:
@@ -685,18 +694,28 @@ class _Loader(torch.utils.data.DataLoader):
             raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
 
     def close(self):
-        """Stop the persistent workers now: they exit when told to (a sentinel in their queue)."""
+        """Stop the persistent workers now: they exit when told to (a sentinel in their queue); one stuck (a hung read)
+        is killed, SIGTERM being ignored."""
         if self._iterator is not None:
             self._iterator._shutdown_workers()
+            for w in self._iterator._workers:
+                if w.is_alive():
+                    w.kill()
             self._iterator = None
 
 _LOADERS = weakref.WeakSet()
 
 @atexit.register  # after multiprocessing.util's exit hook is registered (imported above), so it runs before it
 def close_loaders():
-    """Stop the workers of every loader still open (a launched rank calls this itself: it leaves without atexit)."""
+    """Stop the workers of every loader still open, then kill any other loader worker of this process (one whose
+    loader is gone while an exception's traceback holds its iterator). A launched rank calls this itself: it leaves
+    without atexit."""
     for loader in list(_LOADERS):
         loader.close()
+    for p in multiprocessing.active_children():
+        if getattr(p, '_target', None) is torch.utils.data._utils.worker._worker_loop:
+            p.kill()
+            p.join()
 
 def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, drop_last=True, prefetch=2):
     """A DataLoader with a ResumableSampler: call loader.sampler.set_epoch(epoch, skip) each epoch. Each worker holds

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import VideoDataset, clip_args, dataset_info, fill_clip_args, load_split, make_loader, normalize
+from data import VideoDataset, clip_args, dataset_info, ensure_demo, fill_clip_args, load_split, make_loader, normalize
 from model import (PRESETS, ModelConfig, VideoClassifier, checkpoint_config, configure_optimizer, load_checkpoint,
                    read_checkpoint)
 from pretrain import (RunLog, agreed, autocast, check_writable, end_distributed, init_distributed, launch, load_resume,
@@ -37,17 +37,20 @@ from pretrain import (RunLog, agreed, autocast, check_writable, end_distributed,
 RECIPES = {
     'ssv2': dict(model='base', epochs=50, lr=5e-4, batch_size=8, layer_decay=0.75, workers=10),
     'k400': dict(model='base', epochs=100, lr=1e-3, batch_size=8, layer_decay=0.75, workers=10),
-    'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10),
+    'ucf101': dict(model='base', epochs=100, lr=5e-4, batch_size=16, layer_decay=0.7, workers=10, num_sample=2,
+                   min_lr=1e-5, dropout=0.5, drop_path=0.2),
     # demo [ours]: 640 videos / 16 = 40 steps an epoch, 800 steps; head init x 1 (EXPERIMENTS.md: First demo: head init)
-    'demo': dict(model='tiny', epochs=20, warmup_epochs=1, lr=4.8e-3, batch_size=16, layer_decay=1.0, drop_path=0.0,
-                 workers=1, mixup=0.0, cutmix=0.0, head_init_scale=1.0, augment=False, min_crop=0.5, log_every=10,
-                 val_every=5),
+    'demo': dict(model='tiny', epochs=20, warmup_epochs=1, lr=4.8e-3, batch_size=16, layer_decay=1.0,
+                 drop_path=0.0, workers=1, mixup=0.0, cutmix=0.0, head_init_scale=1.0, augment=False, min_crop=0.5,
+                 log_every=10, val_every=5),
 }
-DEFAULTS = dict(drop_path=0.1, head_init_scale=0.001, augment=True, min_crop=0.08, warmup_epochs=5, weight_decay=0.05,
-                mixup=0.8, cutmix=1.0, smoothing=0.1, log_every=50, val_every=1)
-# [MAE linear probe] no weight decay, no mixup/cutmix, no label smoothing, no RandAugment/erasing, no layer decay;
-# [ours] AdamW at 1e-3 per 256 clips instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch optimizer)
-PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0)
+DEFAULTS = dict(drop_path=0.1, head_init_scale=0.001, augment=True, min_crop=0.08, warmup_epochs=5,
+                min_lr=1e-6, weight_decay=0.05, dropout=0.0, mixup=0.8, cutmix=1.0, smoothing=0.1, num_sample=1,
+                log_every=50, val_every=1)
+# [MAE linear probe] no weight decay, no mixup/cutmix, no label smoothing, no RandAugment/erasing, no layer decay, one
+# clip a video; [ours] AdamW at 1e-3 per 256 videos instead of MAE's LARS at 0.1 (a 1-layer head needs no large-batch
+# optimizer)
+PROBE = dict(lr=1e-3, weight_decay=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, layer_decay=1.0, num_sample=1)
 PROBE_LR_DEMO = 3.2e-2  # [ours] the demo's few hundred steps: 2e-3 at batch 16
 
 def get_args(argv=None):
@@ -55,33 +58,35 @@ def get_args(argv=None):
     a = p.add_argument
     a('--data', default='demo', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: embedded default)')
     a('--data-root', default=None, help='dataset folder in its published layout (see README)')
-    a('--init', default=None, help="MotionMAE pretrain/finetune or VideoMAE checkpoint; '' = from scratch "
-                                   "(demo: out/ckpt.pt if present); with --eval-only default <out>/ckpt.pt")
+    a('--init', default=None, help="MotionMAE pretrain/finetune or VideoMAE checkpoint, needed but on the demo "
+                                   "(out/ckpt.pt if present); '' = from scratch; with --eval-only <out>/ckpt.pt")
     a('--model', choices=list(PRESETS), help='size for VideoMAE checkpoints / scratch (recipe: base; demo: tiny); '
                                              'our checkpoints carry their config')
-    a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 8 SSv2/K400, 16 UCF101)')
+    a('--batch-size', type=int, help='videos per GPU per step, --num-sample clips each (VideoMAE: 8 SSv2/K400, 16 '
+                                     'UCF101)')
+    a('--num-sample', type=int, help='repeated augmentation: clips cut from each video (VideoMAE: 1, UCF101 2)')
     a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
     a('--epochs', type=int, help='paper: 50 SSv2, 100 K400/UCF101')
     a('--warmup-epochs', type=int, help='VideoMAE: 5')
-    a('--lr', type=float, help='base lr per 256 clips, scaled by global batch/256 (paper: 5e-4 SSv2/UCF101, 1e-3 K400; '
-                               'linear probe 1e-3, ours)')
-    a('--min-lr', type=float, default=1e-6, help='cosine floor per 256 clips (VideoMAE: 1e-6)')
+    a('--lr', type=float, help='base lr per 256 videos, scaled by global batch/256 (paper: 5e-4 SSv2/UCF101, 1e-3 '
+                               'K400; linear probe 1e-3, ours)')
+    a('--min-lr', type=float, help='cosine floor per 256 videos (VideoMAE: 1e-6, UCF101 1e-5)')
     a('--weight-decay', type=float, help='VideoMAE: 0.05 (linear probe 0, MAE)')
     a('--layer-decay', type=float, help='layer-wise lr decay (VideoMAE: 0.75, UCF101 0.7)')
-    a('--drop-path', type=float, help='stochastic depth, max rate (VideoMAE: 0.1; demo 0)')
+    a('--drop-path', type=float, help='stochastic depth, max rate (VideoMAE: 0.1, UCF101 0.2; demo 0)')
     a('--head-init-scale', type=float, help='head weights times this at init (VideoMAE: 0.001; demo 1)')
     a('--augment', action=argparse.BooleanOptionalAction, help='RandAugment + random erasing (VideoMAE: on; demo off)')
     a('--min-crop', type=float, help='smallest random crop, share of the frame area (VideoMAE: 0.08; demo 0.5)')
     a('--checkpoint-activations', action=argparse.BooleanOptionalAction,
       help="recompute the encoder's blocks in backward: less memory, more time (default: the checkpoint's)")
-    a('--dropout', type=float, default=0.0, help='dropout before the head (VideoMAE: 0; its UCF101 script 0.5)')
+    a('--dropout', type=float, help='dropout before the head (VideoMAE: 0, UCF101 0.5)')
     a('--mixup', type=float, help='mixup alpha (VideoMAE: 0.8; demo 0; 0 = off)')
     a('--cutmix', type=float, help='cutmix alpha (VideoMAE: 1.0; demo 0; 0 = off)')
     a('--smoothing', type=float, help='label smoothing (VideoMAE: 0.1)')
     a('--linear-probe', action='store_true', help='frozen encoder, BatchNorm + linear head (MAE protocol)')
     a('--eval-only', action='store_true', help='single-view val + multi-view test of --init (default <out>/ckpt.pt)')
     a('--out', default='out/finetune', help='checkpoint, log.jsonl, test_results.json, confusion.png')
-    clip_args(a)  # --img-size --num-frames --stride --flip: the checkpoint's, else the --data preset's (data.py)
+    clip_args(a)  # --img-size --num-frames --stride: the checkpoint's, else the preset's; --flip: preset (data.py)
     run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (pretrain.py)
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     a('--val-every', type=int, help='epochs between single-view validations, and the last (ours: 1; demo 5)')
@@ -91,8 +96,12 @@ def get_args(argv=None):
     for k, v in {**DEFAULTS, **RECIPES[preset], **probe}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.init is None and args.data == 'demo' and not args.eval_only:
+    if args.init is None and not args.eval_only:
+        if args.data != 'demo':
+            raise SystemExit(f"finetune.py --data {args.data}: no --init; give the pretrained checkpoint, or --init '' "
+                             'to train from scratch on purpose')
         args.init = 'out/ckpt.pt' if os.path.exists('out/ckpt.pt') else ''
+    args.flip = dataset_info(args.data)['flip'] if args.flip is None else args.flip   # never the pretraining's
     return args
 
 # -----------------------------------------------------------------------------
@@ -273,12 +282,14 @@ def run_test(args, model, samples, classes, cfg, device, rank, world):
 
 def dataset(args, cfg, samples, mode):
     """[VideoMAE] finetuning sampling (SSv2 segments, else dense at --stride), random crops of at least --min-crop of
-    the area, RandAugment + random erasing with --augment (never for a linear probe, as MAE's), flips if --flip
+    the area, RandAugment + random erasing with --augment (never for a linear probe, as MAE's), flips if --flip,
+    --num-sample augmented clips of each training video
     (build_model fills it: never on SSv2)."""
     ds, augment = dataset_info(args.data), args.augment and not args.linear_probe
     return VideoDataset(samples, mode, num_frames=cfg.num_frames, stride=args.stride, sampling=ds['finetune_sampling'],
                         img_size=cfg.img_size, flip=args.flip, test_clips=ds['test_clips'], test_crops=ds['test_crops'],
-                        rand_aug=augment, erase_p=0.25 if augment else 0.0, min_crop=args.min_crop)
+                        rand_aug=augment, erase_p=0.25 if augment else 0.0, min_crop=args.min_crop,
+                        num_sample=args.num_sample)
 
 # -----------------------------------------------------------------------------
 # training
@@ -290,6 +301,8 @@ def main(argv=None):
     rank, world, device = init_distributed(args)
     path = os.path.join(args.out, 'ckpt.pt')
     state = load_resume(args.out, rank, world, device, args.resume and not args.eval_only)
+    if args.data == 'demo':                                             # rank 0 generates it, the others wait
+        args.data_root = ensure_demo(args.data_root)
     with agreed(world):                                                 # one rank's failure stops all at once
         samples, classes = load_split(args.data, args.data_root, 'train')
         val_samples, _ = load_split(args.data, args.data_root, 'val')
@@ -305,7 +318,7 @@ def main(argv=None):
         if not args.eval_only:
             loader = make_loader(dataset(args, cfg, samples, 'train'), args.batch_size, args.workers, shuffle=True,
                                  seed=args.seed, rank=rank, world=world)
-            steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
+            steps_per_epoch, videos_per_step, lrs = schedule(args, loader, world)
     raw = raw.to(device)
     model = wrap(raw, device, world, args.compile)
 
@@ -320,14 +333,14 @@ def main(argv=None):
         end_distributed(world)
         return dict(val=val, test=test)
 
-    opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,  # [VideoMAE]
-                              fused=device.type == 'cuda')                 # a linear probe: the head's only
+    opt = configure_optimizer(raw, lrs['peak'], args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay,
+                              fused=device.type == 'cuda')                 # [VideoMAE]; a linear probe: the head's only
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
-    step, epoch, it0, nan = restore(state, opt, scaler, clips_per_step, loader.batch_size * world, path, world)
+    step, epoch, it0, nan = restore(state, opt, scaler, videos_per_step, loader.batch_size * world, path, world)
     del state, ck                                                       # the checkpoint read: freed
 
     def checkpoint(epoch, it):                                          # it: micro-batches of the epoch done
-        state = train_state(opt, scaler, step, epoch, it * loader.batch_size * world, nan, clips_per_step)
+        state = train_state(opt, scaler, step, epoch, it * loader.batch_size * world, nan, videos_per_step)
         stop = save_checkpoint(path, lambda: dict(model=raw.state_dict(), config=asdict(cfg), linear_probe=probe,
                                                   num_classes=K, classes=list(classes), args=vars(args), **state),
                                rank, world, device)
@@ -336,9 +349,10 @@ def main(argv=None):
 
     n_train = sum(p.numel() for p in raw.parameters() if p.requires_grad)
     print0(f'{len(samples)} train / {len(val_samples)} val videos, {K} classes, {steps_per_epoch} steps/epoch of '
-           f'{clips_per_step} clips, lr {lr:.2e}, {"linear probe" if probe else "finetune"} of '
+           f'{videos_per_step} videos x {args.num_sample} clips, lr {lrs["peak"]:.2e}, '
+           f'{"linear probe" if probe else "finetune"} of '
            f'{n_train:,} params, {device}, world {world}')
-    log = RunLog(args.out, rank, world, step, epoch, total, args.log_every)
+    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every)
     step_loss, val = 0.0, None
     while epoch < args.epochs:
         set_train(raw, probe)
@@ -347,10 +361,12 @@ def main(argv=None):
             if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
                 break
             micro = it % args.accum
-            lr_now = lr_at(step, lr, min_lr, warmup, total)
+            lr_now = lr_at(step, **lrs)
             set_lr(opt, lr_now)                                         # layer-wise decay: each group's lr_scale
-            x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
+            x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) or (B, R, ...) on the device
             y = batch['label'].to(device, non_blocking=True)
+            if x.ndim == 6:                                             # --num-sample R: R clips a video, one label
+                x, y = x.flatten(0, 1), y.repeat_interleave(x.shape[1])
             # λ, the cutmix box, drop path and dropout differ between ranks (each mixes its own clips)
             seed = step_seed(args.seed, step * args.accum + micro, rank)
             torch.manual_seed(seed)
@@ -360,7 +376,7 @@ def main(argv=None):
             with autocast(device, args.amp), (model.no_sync() if world > 1 and not last else nullcontext()):
                 out = {'loss': soft_cross_entropy(model(x), target)}
                 scaler.scale(out['loss'] / args.accum).backward()
-            log.batch(batch, len(x), out, args.accum)
+            log.batch(batch, len(batch['label']), out, args.accum)
             step_loss = step_loss + out['loss'].detach() / args.accum
             if not last:
                 continue
@@ -368,7 +384,7 @@ def main(argv=None):
             stepped, stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, None, due)
             step += 1
             step_loss = 0.0
-            log.step(step, epoch, lr_now, clips_per_step, nan['total'], stepped)
+            log.step(step, epoch, lr_now, videos_per_step * args.num_sample, nan['total'], stepped)
             if save:                                                    # every --save-minutes, and when stopped
                 stop = checkpoint(epoch, it + 1) or stop
             if stop:                                                    # SIGTERM / SIGUSR1: saved, leave

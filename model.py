@@ -57,7 +57,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0
     mask_ratio: float = 0.9       # [VideoMAE] 0.9 (0.75 for UCF101)
     mask_type: str = 'tube'       # 'tube' | 'random'
-    decoder: str = 'separate'     # [paper] 'separate' (two decoders) | 'shared' (one trunk, two heads)
+    decoder: str = 'separate'     # [paper: decoder ablation] 'separate' (a decoder a target) | 'shared' (one trunk)
     time_weight: float = 1.0      # λ [paper]; 0 = no time branch = VideoMAE
     target_weights: dict = None   # [ours] {name: weight} over TARGETS, overriding {space: 1, time: λ}; 0 = not built
     motion_norm: str = 'clip'     # [ours] one scale per clip | 'patch' (per tubelet, like pixels) | 'none'

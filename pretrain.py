@@ -34,19 +34,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tqdm import tqdm
 
-from data import (BadData, PretrainDataset, clip_args, close_loaders, collate, dataset_info, fill_clip_args, load_split,
-                  make_loader, normalize, sync)
+from data import (BadData, PretrainDataset, clip_args, close_loaders, collate, dataset_info, ensure_demo,
+                  fill_clip_args, load_split, make_loader, normalize, sync)
 from model import (PRESETS, TARGETS, CheckpointError, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer,
                    decoder_mask, load_checkpoint, num_decoded, patchify, read_checkpoint, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
-# recipes: [VideoMAE] full-scale pretraining per dataset; 'demo' is ours, sized for 2 CPU cores
+# recipes: [VideoMAE] full-scale pretraining per dataset (its scripts; EXPERIMENTS.md: Recipes); 'demo' is ours,
+# sized for 2 CPU cores
 
 _VIDEOMAE = dict(model='base', epochs=800, warmup_epochs=40, lr=1.5e-4, batch_size=32, mask_ratio=0.9, workers=10)
 RECIPES = {
     'ssv2': _VIDEOMAE,
     'k400': _VIDEOMAE,
-    'ucf101': dict(_VIDEOMAE, lr=3e-4, mask_ratio=0.75),
+    'ucf101': dict(_VIDEOMAE, epochs=3200, lr=3e-4, batch_size=24, mask_ratio=0.75),  # its only UCF101 recipe
     # demo [ours]: 640 videos / 32 = 20 steps an epoch; mask 0.75 of a 4 x 4 grid (EXPERIMENTS.md: Today's demo)
     'demo': dict(model='tiny', epochs=44, warmup_epochs=1, lr=4.8e-3, batch_size=32, mask_ratio=0.75, workers=1,
                  log_every=10, vis_every=11),
@@ -59,9 +60,9 @@ def get_args(argv=None):
     a('--data', help='ssv2 | k400 | ucf101 | list:<file> | demo (ours: demo; k400 sizes with --bench)')
     a('--data-root', default=None, help='dataset folder in its published layout (see README)')
     a('--model', choices=list(PRESETS), help='model size (recipe: base; demo: tiny)')
-    a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 32)')
+    a('--batch-size', type=int, help='clips per GPU per step (VideoMAE: 32, UCF101 24)')
     a('--accum', type=int, default=1, help='gradient accumulation steps (ours: 1)')
-    a('--epochs', type=int, help='VideoMAE: 800 (ablations 400)')
+    a('--epochs', type=int, help='VideoMAE: 800 (ablations 400), UCF101 3200')
     a('--warmup-epochs', type=int, help='VideoMAE: 40')
     a('--lr', type=float, help='lr per 256 clips, times global batch/256 (VideoMAE: 1.5e-4, UCF101 3e-4; demo 4.8e-3)')
     a('--min-lr', type=float, default=1e-5, help='cosine floor per 256 clips (VideoMAE: 1e-5)')
@@ -69,7 +70,8 @@ def get_args(argv=None):
     a('--clip-grad', type=float, default=None, help='max grad norm; off by default as in the paper')
     a('--mask-ratio', type=float, help='VideoMAE: 0.9 (UCF101 0.75)')
     a('--mask-type', default='tube', choices=['tube', 'random'], help='paper: tube')
-    a('--decoder', default='separate', choices=['separate', 'shared'], help='paper: separate')
+    a('--decoder', default='separate', choices=['separate', 'shared'],
+      help="paper's decoder ablation: separate (one decoder a target); shared: one trunk, a head a target")
     a('--time-weight', type=float, default=1.0, help='λ on the motion loss (paper: 1); 0 = VideoMAE')
     a('--target-weights', default='', metavar='NAME=W[,NAME=W]',
       help=f"weights of model.TARGETS ({', '.join(TARGETS)}) over the default space=1,time=λ; 0 drops one (ours)")
@@ -79,8 +81,8 @@ def get_args(argv=None):
     a('--checkpoint-activations', action='store_true', help='recompute blocks in backward: less memory (ours: off)')
     a('--repeat', type=int, help='clips cut from each decoded video (ours: 1)')
     a('--out', default='out', help='checkpoint, log.jsonl and pictures')
-    clip_args(a)  # --img-size --num-frames --stride --flip: the --data preset's where not given (data.py)
-    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes, shared (data.py)
+    clip_args(a)  # --img-size --num-frames --stride: the --data preset's where not given; --flip (data.py)
+    run_args(a)  # --workers --amp --compile --gpus --device --seed --resume --save-minutes (the engine, below)
     a('--init', default=None, help='start from a VideoMAE or MotionMAE checkpoint')
     a('--log-every', type=int, help='optimizer steps between log lines (ours: 50; demo 10)')
     a('--vis-every', type=int, help='epochs between reconstruction pictures (ours: 20; demo 11)')
@@ -94,6 +96,7 @@ def get_args(argv=None):
         if getattr(args, k) is None:
             setattr(args, k, v)
     fill_clip_args(args, dataset_info(args.data))
+    args.flip = bool(args.flip)                                         # [VideoMAE] no flips in pretraining
     try:                                                                # names are checked by the model
         args.target_weights = {n: float(w) for n, w in (i.split('=') for i in args.target_weights.split(',') if i)}
     except ValueError:
@@ -118,6 +121,8 @@ def main(argv=None):
     cfg = model_config(args)
     if args.bench:
         return bench(args, cfg, device)
+    if args.data == 'demo':                                             # rank 0 generates it, the others wait
+        args.data_root = ensure_demo(args.data_root)
     with agreed(world):                                                 # one rank's failure stops all at once
         check_writable(args.out, rank)
         samples, _ = load_split(args.data, args.data_root, 'train')
@@ -127,13 +132,13 @@ def main(argv=None):
                                   img_size=cfg.img_size, repeat=args.repeat, flip=args.flip)
         loader = make_loader(dataset, args.batch_size // args.repeat, args.workers, shuffle=True, seed=args.seed,
                              rank=rank, world=world)
-        steps_per_epoch, clips_per_step, lr, min_lr, warmup, total = schedule(args, loader, world)
+        steps_per_epoch, clips_per_step, lrs = schedule(args, loader, world)
         torch.manual_seed(args.seed)                                    # same initial weights on every rank
         raw = MotionMAE(cfg).to(device)
         val = val_clips(args, raw)
         if args.init:
             load_checkpoint(raw, args.init)
-    opt = configure_optimizer(raw, lr, args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
+    opt = configure_optimizer(raw, lrs['peak'], args.weight_decay, (0.9, 0.95), fused=device.type == 'cuda')
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == 'fp16')
     path = os.path.join(args.out, 'ckpt.pt')
     state = load_resume(args.out, rank, world, device, args.resume)     # rank 0 decides, every rank reads
@@ -158,10 +163,10 @@ def main(argv=None):
         log.last_save = time.time()                                     # the next timed save counts from here
         return stop                                                     # a signal reached some rank
 
-    print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lr:.2e}, '
+    print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lrs["peak"]:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
            f"targets {', '.join(f'{n}={w:g}' for n, w in raw.weights.items())}")
-    log = RunLog(args.out, rank, world, step, epoch, total, args.log_every)
+    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every)
     B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a micro-step, tokens a clip
     step_loss = 0.0
     # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
@@ -173,7 +178,7 @@ def main(argv=None):
             if it >= steps_per_epoch * args.accum:                      # the tail that can't fill an accumulation
                 break
             micro = it % args.accum
-            lr_now = lr_at(step, lr, min_lr, warmup, total)
+            lr_now = lr_at(step, **lrs)
             set_lr(opt, lr_now)
             x = normalize(batch['x'].to(device, non_blocking=True))     # (B, 3, T, H, W) on the device
             x_next = normalize(batch['x_next'].to(device, non_blocking=True))
@@ -535,22 +540,23 @@ def autocast(device, amp):
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp], enabled=AMP_DTYPES[amp] is not None)
 
 def schedule(args, loader, world):
-    """-> steps an epoch, clips a step, peak lr and floor (given per 256 clips, scaled by clips a step / 256
-    [VideoMAE]), warmup steps, total steps. A step is args.accum batches of args.batch_size clips on each rank."""
-    steps = len(loader) // args.accum
-    clips = args.batch_size * world * args.accum
+    """-> steps an epoch, the global batch (a step: args.accum batches of --batch-size on each rank; clips in
+    pretraining, videos in finetuning, as VideoMAE counts them), and lr_at's keywords: peak and floor lr, given per
+    256 of that batch and scaled by global batch / 256 [VideoMAE], warmup and total steps."""
+    steps = len(loader.dataset) // (loader.batch_size * world * args.accum)  # the same for any world x accum
+    batch = args.batch_size * world * args.accum
     if steps == 0:
-        raise SystemExit(f'{len(loader.dataset)} videos give no full step of '
-                         f'{args.batch_size}x{world}x{args.accum} clips')
-    lr, min_lr = args.lr * clips / 256, args.min_lr * clips / 256
-    return steps, clips, lr, min_lr, args.warmup_epochs * steps, args.epochs * steps
+        raise SystemExit(f'{len(loader.dataset)} videos give no full step of {args.batch_size}x{world}x{args.accum}')
+    return steps, batch, dict(peak=args.lr * batch / 256, floor=args.min_lr * batch / 256,
+                              warmup=args.warmup_epochs * steps, total=args.epochs * steps)
 
-def lr_at(step, base_lr, min_lr, warmup, total):
-    """Linear warmup for `warmup` steps, then half-cosine from base_lr to min_lr at `total` steps."""
+def lr_at(step, peak, floor, warmup, total):
+    """Linear warmup from 0 to `peak` over `warmup` steps [VideoMAE: its schedule starts at 0; its --warmup_lr never
+    reaches the scheduler], then half-cosine to `floor` at `total` steps."""
     if step < warmup:
-        return base_lr * step / warmup
+        return peak * step / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
 
 def set_lr(opt, lr):
     """Each parameter group's lr: lr times its 'lr_scale' (layer-wise decay: model.configure_optimizer)."""
@@ -584,6 +590,8 @@ def optimizer_step(opt, scaler, loss, world, nan, step, clip_grad=None, due=Fals
         scaler.update()
         nan['run'] = 0
     else:
+        if scaler.is_enabled():                                 # fp16: the inf check unscale_ recorded lowers the scale
+            scaler.update()
         nan['total'], nan['run'] = nan['total'] + 1, nan['run'] + 1
         print0(f"step {step}: {'gradient' if loss_ok else 'loss'} is NaN/inf, step skipped ({nan['total']} so far)")
         if nan['run'] >= 5:
@@ -734,15 +742,15 @@ def save_checkpoint(path, state, rank=0, world=1, device='cpu'):
             except OSError:                                     # a file system that cannot sync a folder
                 pass
             os.close(folder)
-        except (OSError, RuntimeError, ValueError) as e:        # torch.save: a RuntimeError after the OSError
-            cause = e if isinstance(e, (OSError, ValueError)) else e.__context__
+        except Exception as e:                                  # torch.save: a RuntimeError after the OSError
+            cause = e.__context__ if isinstance(e, RuntimeError) and e.__context__ else e
             error = getattr(cause, 'strerror', None) or str(e).strip().splitlines()[-1] or type(e).__name__
             if os.path.exists(path + '.tmp'):
                 os.remove(path + '.tmp')
-    STOP['saving'] = False
     flags = torch.tensor([float(bool(error)), float(STOP['signal'] is not None)], device=device)
     if world > 1:                                               # the others learn of it, not wait in vain
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+    STOP['saving'] = False                                      # every rank: rank 0 has written by now
     if flags[0]:
         stop_all(world, f'cannot save checkpoint {path}: {error}' if rank == 0 else 1)
     return bool(flags[1])
@@ -786,7 +794,7 @@ def restore(state, opt, scaler, clips, videos_a_step, path, world=1):
     if state is None:
         return 0, 0, 0, {'total': 0, 'run': 0}
     if state.get('clips_per_step', clips) != clips:
-        stop_all(world, f"{path} was trained with {state['clips_per_step']} clips a step, this run has {clips} "
+        stop_all(world, f"{path} was trained with a global batch of {state['clips_per_step']}, this run has {clips} "
                  '(--batch-size x processes x --accum), which changes the lr and the schedule: use the same global '
                  'batch, or another --out')
     opt.load_state_dict(state['optimizer'])

@@ -19,6 +19,7 @@ import time
 import cv2
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -178,18 +179,20 @@ def read_frame(path, hw, size):
     return cv2.resize(img, hw[::-1], interpolation=cv2.INTER_LINEAR)[..., ::-1]  # (H', W', 3) RGB
 
 @torch.no_grad()
-def frame_features(clf, img, norm='ln', colour=False):
-    """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block; the frame is repeated to fill one
-    tubelet, so the encoder sees a still clip. colour: each patch's mean colour instead (D = 3, no LayerNorm, which
-    would leave only the hue), a baseline [ours]."""
+def frame_features(clf, img, norm='trained', colour=False):
+    """(H', W', 3) uint8 RGB -> (h, w, D) unit-length features of the last block, after the encoder's trained final
+    LayerNorm where load_encoder kept one [DINO], else a parameter-free LayerNorm (norm 'none': neither). The frame
+    fills every tubelet of a still clip and only the first temporal slot is encoded, at its own position: one the
+    encoder was trained on, not an interpolation of the table [ours]. colour: each patch's mean colour instead
+    (D = 3, no LayerNorm, which would leave only the hue), a baseline [ours]."""
     dev, p = next(clf.parameters()).device, clf.cfg.patch_size
     x = normalize(torch.from_numpy(np.ascontiguousarray(img)).to(dev).permute(2, 0, 1)[:, None])  # (3, 1, H', W')
     if colour:
-        f = F.avg_pool2d(x[:, 0], p).permute(1, 2, 0)                                      # (h, w, 3)
-    else:
-        f = clf.encoder(x[None].expand(-1, -1, clf.cfg.tubelet_size, -1, -1))              # (1, h·w, D)
-        f = f.view(img.shape[0] // p, img.shape[1] // p, -1)                                # (h, w, D)
-    if norm == 'ln' and not colour:  # [ours] parameter-free LayerNorm (DINO uses the model's final norm)
+        return F.normalize(F.avg_pool2d(x[:, 0], p).permute(1, 2, 0), dim=-1)              # (h, w, 3)
+    h, w = img.shape[0] // p, img.shape[1] // p
+    clip = x[None].expand(-1, -1, clf.cfg.num_frames, -1, -1)                            # (1, 3, T, H', W')
+    f = clf.encoder(clip, torch.arange(h * w, device=dev)[None])[0].view(h, w, -1)         # slot 0's tokens: (h, w, D)
+    if norm != 'none' and isinstance(clf.encoder.norm, nn.Identity):
         f = F.layer_norm(f, f.shape[-1:])
     return F.normalize(f, dim=-1)
 
@@ -268,13 +271,18 @@ def segment_sequence(clf, davis_root, seq, out_dir, args):
 # ----------------------------------------------------------------------------------------------------------
 # Main: predict (or take --results-only predictions), then score like the official evaluator
 
-def load_encoder(path, preset, device):
-    """Our checkpoint ({'model', 'config'}) or a VideoMAE one (no config: architecture from --model)."""
+def load_encoder(path, preset, device, trained_norm=True):
+    """Our checkpoint ({'model', 'config'}) or a VideoMAE one (no config: architecture from --model). The encoder
+    keeps the checkpoint's final LayerNorm (pretraining checkpoints, ours and VideoMAE's) if trained_norm; a
+    finetuned, mean-pooled encoder has none."""
     if not os.path.isfile(path):
         raise SystemExit(f'no checkpoint at {path}: run `python pretrain.py` first (or pass --ckpt)')
     ck = read_checkpoint(path)
     cfg = checkpoint_config(ck, path) or ModelConfig(**PRESETS[preset])
     clf = VideoClassifier(cfg, num_classes=0)
+    sd = next((ck[k] for k in ('model', 'module', 'state_dict') if isinstance(ck.get(k), dict)), ck)
+    if trained_norm and any(k.split('module.')[-1] in ('norm.weight', 'encoder.norm.weight') for k in sd):
+        clf.encoder.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)                          # loaded below
     load_checkpoint(clf, ck, path=path)
     return clf.to(device).eval()
 
@@ -291,7 +299,8 @@ def main(argv=None):
     add('--model', default='base', choices=list(PRESETS), help='for a checkpoint without config [VideoMAE: base]')
     add('--short-side', type=int, default=None, help='[DINO: 480]; 0 = native size [ours: the demo default]')
     add('--long-multiple', type=int, default=64, help='long side floored to a multiple of this [DINO: 64]')
-    add('--feature-norm', default='ln', choices=['ln', 'none'], help='before L2: parameter-free LayerNorm [ours]')
+    add('--feature-norm', default='trained', choices=['trained', 'ln', 'none'],
+        help="before L2: the encoder's trained final norm, else a parameter-free one [DINO]; ln: parameter-free only")
     add('--features', default='encoder', choices=['encoder', 'colour'],
         help="the encoder's, or each patch's mean colour (a baseline; --ckpt gives the patch size) [ours]")
     add('--n-context', type=int, default=7, help='previous frames in the context besides frame 0 [DINO: 7]')
@@ -302,7 +311,8 @@ def main(argv=None):
     add('--device', default='cuda' if torch.cuda.is_available() else 'cpu', help='[ours: GPU if present]')
     args = ap.parse_args(argv)
     args.output = args.output or args.results_only or 'out/davis'
-    clf = None if args.results_only else load_encoder(args.ckpt, args.model, args.device)
+    trained = args.feature_norm == 'trained'
+    clf = None if args.results_only else load_encoder(args.ckpt, args.model, args.device, trained)
     demo = args.davis_root is None
     if demo:
         args.davis_root = os.path.join(ensure_demo(), 'davis')

@@ -148,7 +148,7 @@ def test_pairs_share_crop_and_flip(tmp_path):
     assert (item['x_next'].flip(-1).int() - x - 8).abs().max() > 20  # a pair flipped apart would be caught
     # finetuning views: train (all RandAugment ops run), val, test = clips x crops along the long side
     for op in data._RAND_AUGMENT:
-        clip = op(np.ascontiguousarray(np.stack([texture] * 4)), 0.7, -1)
+        clip = op(np.ascontiguousarray(np.stack([texture] * 4)), 0.7, -1, 14.4)
         assert clip.shape == (4, 48, 64, 3) and clip.dtype == np.uint8
     shapes = {mode: data.VideoDataset([(path, 5)], mode, num_frames=8, stride=2, img_size=32, test_clips=2,
                                       test_crops=3)[0]['x'].shape for mode in ('train', 'val', 'test')}
@@ -291,3 +291,25 @@ def test_a_bad_list_line_and_only_bad_videos_stop_with_one_line(tmp_path, worker
     with pytest.raises(SystemExit) as e:                          # from a worker too: its line, not its traceback
         next(iter(loader))
     assert str(e.value).startswith('6 videos in a row failed, e.g.') and '\n' not in str(e.value), str(e.value)
+
+
+def test_finetuning_augmentation_in_videomaes_order_and_repeated(tmp_path, monkeypatch):
+    """RandAugment runs on the whole frames, before the random resized crop (a hand check: an op that blacks out the
+    first 24 columns of what it gets shows 8 columns in the 32 x 32 centre crop of a 32 x 64 frame, not 24); repeated
+    augmentation gives num_sample clips of the same frames, each augmented on its own."""
+    frames = [np.full((32, 64, 3), 20 * k + 40, np.uint8) for k in range(8)]
+    path = write_video(tmp_path / 'v.avi', frames, 'FFV1')
+    monkeypatch.setattr(data, '_RAND_AUGMENT', [lambda x, v, s, t: np.concatenate([0 * x[:, :, :24], x[:, :, 24:]], 2)])
+    ds = data.VideoDataset([(path, 3)], 'train', num_frames=4, stride=2, img_size=32, flip=False, erase_p=0.0,
+                           min_crop=1.0)                                         # no crop fits: the centre square
+    black = [ds[(0, s)]['x'][0, 0] for s in range(4)]
+    assert all(torch.equal(b[:, :8], torch.zeros(32, 8, dtype=torch.uint8)) and b[:, 8:].min() > 0 for b in black)
+    monkeypatch.undo()
+    texture = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    path = write_video(tmp_path / 't.avi', [texture // 2 + 8 * k for k in range(12)], 'FFV1')
+    item = data.VideoDataset([(path, 3)], 'train', num_frames=4, stride=2, img_size=32, rand_aug=False,
+                             erase_p=0.0, num_sample=3)[(0, 5)]
+    x = item['x'].float()                                                   # (3, 3, T, S, S): one label for all
+    assert item['label'] == 3 and x.shape == (3, 3, 4, 32, 32)
+    assert all((x[r, :, 1:] - x[r, :, :-1] - 16).abs().mean() < 2 for r in range(3))   # the same frames (+8 a frame)
+    assert not torch.equal(x[0], x[1]) and not torch.equal(x[1], x[2])         # crops of their own

@@ -1,7 +1,9 @@
 """finetune.py: layer-decay groups, mixup/cutmix, multi-view averaging, checkpoint interop, and short CPU runs on a
 tiny demo (SSv2 layout) from a tiny pretrain checkpoint: train -> eval-only, resume, linear probe, 2-process eval."""
 import argparse
+import importlib.util
 import json
+import os
 from dataclasses import asdict
 
 import cv2
@@ -16,6 +18,8 @@ import pretrain
 from data import VideoDataset, ensure_demo
 import model as M
 from model import IMAGENET_MEAN, IMAGENET_STD, PRESETS, ModelConfig, MotionMAE, VideoClassifier
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny(**kw):
@@ -48,7 +52,7 @@ def log_lines(path):
 
 def test_layer_decay_groups_two_block_model():
     model = VideoClassifier(tiny(depth=2), 5)
-    args = FT.get_args(['--data', 'ssv2'])
+    args = FT.get_args(['--data', 'ssv2', '--init', ''])
     opt = M.configure_optimizer(model, 1.0, args.weight_decay, (0.9, 0.999), layer_decay=args.layer_decay)
     got = {id(p): (g['lr_scale'], g['weight_decay']) for g in opt.param_groups for p in g['params']}
     assert len(got) == len(list(model.parameters()))
@@ -188,7 +192,7 @@ def test_min_crop_bounds_the_training_crop(tmp_path):
 def test_demo_recipe_head_init_and_augmentation():
     """The demo finetunes with a head at the encoder's init scale, no RandAugment/erasing, crops >= half the frame;
     the paper's datasets keep VideoMAE's (x 0.001, on, 0.08). The head's weights follow the scale."""
-    demo, k400 = FT.get_args(['--data', 'demo', '--init', '']), FT.get_args(['--data', 'k400', '--model', 'tiny'])
+    demo, k400 = FT.get_args(['--data', 'demo', '--init', '']), FT.get_args(['--data', 'k400', '--model', 'tiny', '--init', ''])
     k400.img_size, k400.num_frames = 32, 4
     stds = [FT.build_model(a, 8, {}, resume=False)[0].head.weight.std().item() for a in (demo, k400)]
     assert 0.015 < stds[0] < 0.025 and 1e-5 < stds[1] < 3e-5, stds
@@ -259,11 +263,11 @@ def test_resume_mid_epoch_continues_the_same_trajectory(setup, monkeypatch):
     run(setup, 'full', '--epochs', '2')
     calls, real = [0], FT.lr_at
 
-    def interrupt(*a):  # the 7th step (epoch 1, batch 2) never happens: a crash
+    def interrupt(*a, **kw):  # the 7th step (epoch 1, batch 2) never happens: a crash
         calls[0] += 1
         if calls[0] == 7:
             raise KeyboardInterrupt
-        return real(*a)
+        return real(*a, **kw)
     monkeypatch.setattr(FT, 'lr_at', interrupt)
     with pytest.raises(KeyboardInterrupt):
         run(setup, 'cut', '--epochs', '2', '--save-minutes', '0')
@@ -337,8 +341,8 @@ def test_two_process_bad_input_stops_with_one_line(tmp_path):
 
 
 def test_own_list_data_at_48px_8_frames_round_trips_its_geometry(setup, tmp_path):
-    """A list: dataset pretrained at 48 px x 8 frames, stride 1, no flips; finetuning reads all four back from the
-    checkpoint, and its clips have that geometry."""
+    """A list: dataset pretrained at 48 px x 8 frames, stride 1; finetuning reads the three back from the checkpoint,
+    its clips have that geometry, and it flips as its own preset says (lists: on), not as the pretraining (never)."""
     demo = setup[1]
     for split in ('train', 'val'):
         with open(tmp_path / f'own_{split}.txt', 'w') as fh:
@@ -355,9 +359,9 @@ def test_own_list_data_at_48px_8_frames_round_trips_its_geometry(setup, tmp_path
     FT.main(common + ['--init', str(tmp_path / 'pre' / 'ckpt.pt'), '--out', str(tmp_path / 'ft')])
     ft = torch.load(tmp_path / 'ft' / 'ckpt.pt', weights_only=True)
     args = argparse.Namespace(**ft['args'])
-    assert (ft['config']['img_size'], ft['config']['num_frames'], args.stride, args.flip) == (48, 8, 1, False)
+    assert (ft['config']['img_size'], ft['config']['num_frames'], args.stride, args.flip) == (48, 8, 1, True)
     ds = FT.dataset(args, ModelConfig(**ft['config']), data.load_split(own, None, 'train')[0], 'train')
-    assert ds[0]['x'].shape == (3, 8, 48, 48) and (ds.stride, ds.flip) == (1, False)
+    assert ds[0]['x'].shape == (3, 8, 48, 48) and (ds.stride, ds.flip) == (1, True)
     with pytest.raises(SystemExit, match='must be multiples of the patch size 8'):
         pretrain.main(common + ['--img-size', '50', '--out', str(tmp_path / 'bad')])
 
@@ -369,3 +373,28 @@ def test_top1_interval_is_wilsons():
     res, conf = FT.metrics(scores, labels, 3)
     assert res['top1'] == 68.0 and conf[0].tolist() == [68, 32, 0]
     assert [round(v, 1) for v in res['top1_ci95']] == [58.3, 76.3]
+
+
+def test_recipe_stages_flips_warmup_start_and_init_refusal(setup, tmp_path):
+    """No flips in pretraining on any dataset [VideoMAE]; finetuning flips as its dataset's preset says, whatever the
+    pretraining did; warmup starts at 0 (VideoMAE's scheduler); a real dataset without --init stops with one line;
+    --num-sample 2 trains on 2 clips of each video, still 4 steps of 4 videos an epoch."""
+    assert not any(pretrain.get_args(['--data', d]).flip for d in ('ssv2', 'k400', 'ucf101', 'demo'))
+    root, demo, _ = setup
+    ck = dict(torch.load(root / 'pre.pt', weights_only=True), args={'data': 'k400', 'flip': False, 'stride': 2})
+    args = FT.get_args(['--data', 'k400', '--init', str(root / 'pre.pt')])
+    FT.build_model(args, 5, ck)                                    # reads the pretraining run's clip flags back
+    assert args.flip and not FT.get_args(['--data', 'ssv2', '--init', '']).flip
+    with pytest.raises(SystemExit, match=r"^finetune.py --data k400: no --init; .* --init '' to train from scratch"):
+        FT.get_args(['--data', 'k400'])
+    run(setup, 'warm', '--num-sample', '2', '--log-every', '1')
+    lines = [r for r in log_lines(root / 'warm' / 'log.jsonl') if 'loss' in r]
+    assert lines[0]['lr'] == 0 and len(lines) == 4                                   # 16 videos / 4 a step
+
+
+def test_experiments_md_holds_the_current_recipe_tables():
+    """EXPERIMENTS.md's recipe tables are experiments/recipes.py's output for today's presets (run it to refresh)."""
+    spec = importlib.util.spec_from_file_location('recipes', os.path.join(ROOT, 'experiments', 'recipes.py'))
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    assert recipes.tables() in open(os.path.join(ROOT, 'EXPERIMENTS.md')).read()

@@ -79,10 +79,10 @@ def test_resume_mid_epoch_continues_the_same_trajectory_and_logs_each_step_once(
     class Killed(Exception):
         pass
 
-    def lr_at(step, *a):
+    def lr_at(step, **kw):
         if step == 7:
             raise Killed
-        return real(step, *a)
+        return real(step, **kw)
     monkeypatch.setattr(pretrain.RunLog, 'save_due', lambda self, minutes: self.bar.n == 5)  # after step 6
     monkeypatch.setattr(pretrain, 'lr_at', lr_at)
     with pytest.raises(Killed):
@@ -284,7 +284,7 @@ def test_sigterm_to_a_two_process_group_saves_and_the_run_goes_on_with_accumulat
            *extra, '--gpus', '2', '--workers', '1']
     err, seconds = signal_group(cmd, tmp_path / 'b')
     assert stopped_at(err, tmp_path / 'b' / 'ckpt.pt') < 12 and seconds < 60
-    with pytest.raises(SystemExit, match='was trained with 4 clips a step, this run has 2'):
+    with pytest.raises(SystemExit, match='was trained with a global batch of 4, this run has 2'):
         run(demo_root, tmp_path / 'b', *extra)
     resumed, ck_resumed = run(demo_root, tmp_path / 'b', *extra, '--accum', '2')   # 1 process x 2 clips x 2
     straight, ck_straight = run(demo_root, tmp_path / 'a', *extra, '--accum', '2')

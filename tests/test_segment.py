@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import segment
 from data import read_palette_png, write_palette_png
+import model as M
 from model import PRESETS, ModelConfig, VideoClassifier
 
 
@@ -304,3 +305,35 @@ def test_colour_baseline_follows_objects_only_where_colour_tells_them_apart(tmp_
     by_hand = x.reshape(3, 2, 8, 3, 8).mean((2, 4)).permute(1, 2, 0)                   # each patch's mean colour
     clf = VideoClassifier(cfg, 0).eval()
     torch.testing.assert_close(segment.frame_features(clf, img, colour=True), F.normalize(by_hand, dim=-1))
+
+
+def test_encoder_features_use_the_trained_final_norm_at_the_first_temporal_slot(tmp_path):
+    """A pretraining checkpoint: features = the still frame's tubelets embedded, plus slot 0 of the position table
+    (spatially resized, not interpolated in time), the blocks, the trained final LayerNorm (weights not 1/0), L2.
+    A checkpoint without that norm (finetuned, mean-pooled): a parameter-free LayerNorm instead."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(**PRESETS['tiny'], img_size=32, num_frames=4)                  # 2 temporal slots
+    mae = M.MotionMAE(cfg)
+    with torch.no_grad():
+        mae.encoder.norm.weight.uniform_(0.5, 2.0)
+        mae.encoder.norm.bias.normal_()
+    torch.save({'model': mae.state_dict(), 'config': dataclasses.asdict(cfg)}, tmp_path / 'pre.pt')
+    torch.save({'model': VideoClassifier(cfg, 0).state_dict(), 'config': dataclasses.asdict(cfg)}, tmp_path / 'ft.pt')
+    img = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)     # 2 x 3 patches of 8 px
+    x = torch.from_numpy(img).permute(2, 0, 1).float()
+    x = (x / 255 - torch.tensor([.485, .456, .406])[:, None, None]) / torch.tensor([.229, .224, .225])[:, None, None]
+    enc = mae.encoder
+    with torch.no_grad():
+        tok = enc.patch_embed.proj(x[None, :, None].expand(-1, -1, 2, -1, -1)).flatten(2).transpose(1, 2)  # (1, 6, D)
+        pos = M.resize_pos(enc.pos_embed, cfg.grid, (2, 2, 3))[:, :6]                    # slot 0 of 2
+        y = tok + pos
+        for blk in enc.blocks:
+            y = blk(y)
+    trained = F.layer_norm(y, (192,), enc.norm.weight, enc.norm.bias, 1e-6)[0].view(2, 3, -1)
+    clf = segment.load_encoder(str(tmp_path / 'pre.pt'), 'tiny', 'cpu')
+    torch.testing.assert_close(segment.frame_features(clf, img), F.normalize(trained, dim=-1), rtol=1e-4, atol=1e-5)
+    plain = F.layer_norm(y, (192,))[0].view(2, 3, -1)                                   # the same encoder, no norm
+    clf = segment.load_encoder(str(tmp_path / 'pre.pt'), 'tiny', 'cpu', trained_norm=False)
+    torch.testing.assert_close(segment.frame_features(clf, img), F.normalize(plain, dim=-1), rtol=1e-4, atol=1e-5)
+    clf = segment.load_encoder(str(tmp_path / 'ft.pt'), 'tiny', 'cpu')
+    assert isinstance(clf.encoder.norm, torch.nn.Identity)
