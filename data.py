@@ -707,13 +707,13 @@ _LOADERS = weakref.WeakSet()
 
 @atexit.register  # after multiprocessing.util's exit hook is registered (imported above), so it runs before it
 def close_loaders():
-    """Stop the workers of every loader still open, then kill any other loader worker of this process (one whose
-    loader is gone while an exception's traceback holds its iterator). A launched rank calls this itself: it leaves
-    without atexit."""
+    """Stop the workers of every loader still open, then kill this process's other daemon children: loader workers
+    whose loader is gone while an exception's traceback holds their iterator (multiprocessing's exit would SIGTERM
+    them, which they ignore, and wait). A launched rank calls this itself: it leaves without atexit."""
     for loader in list(_LOADERS):
         loader.close()
     for p in multiprocessing.active_children():
-        if getattr(p, '_target', None) is torch.utils.data._utils.worker._worker_loop:
+        if p.daemon:
             p.kill()
             p.join()
 
