@@ -18,6 +18,7 @@ import shutil
 import signal
 import struct
 import sys
+import time
 import weakref
 import zlib
 
@@ -687,11 +688,20 @@ def _worker_init(*_):
         signal.signal(sig, signal.SIG_IGN)
 
 class _Loader(torch.utils.data.DataLoader):
+    waited = 0.0  # seconds the consumer has waited for batches, in all (the training log reports its share)
+
     def __iter__(self):  # BadData ends the run with its one line (a worker's comes wrapped in its traceback)
-        try:
-            yield from super().__iter__()
-        except BadData as e:
-            raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
+        batches = super().__iter__()
+        while True:
+            t = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except BadData as e:
+                raise SystemExit(str(e).strip().splitlines()[-1].split('BadData: ', 1)[-1]) from None
+            self.waited += time.perf_counter() - t
+            yield batch
 
     def close(self):
         """Stop the persistent workers now: they exit when told to (a sentinel in their queue); one stuck (a hung read)

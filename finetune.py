@@ -352,7 +352,7 @@ def main(argv=None):
            f'{videos_per_step} videos x {args.num_sample} clips, lr {lrs["peak"]:.2e}, '
            f'{"linear probe" if probe else "finetune"} of '
            f'{n_train:,} params, {device}, world {world}')
-    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every)
+    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every, loader, device)
     step_loss, val = 0.0, None
     while epoch < args.epochs:
         set_train(raw, probe)

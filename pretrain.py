@@ -166,7 +166,7 @@ def main(argv=None):
     print0(f'{len(samples)} videos, {steps_per_epoch} steps/epoch of {clips_per_step} clips, lr {lrs["peak"]:.2e}, '
            f'{sum(p.numel() for p in raw.parameters()) / 1e6:.1f}M params, {device}, world {world}, '
            f"targets {', '.join(f'{n}={w:g}' for n, w in raw.weights.items())}")
-    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every)
+    log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every, loader, device)
     B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a micro-step, tokens a clip
     step_loss = 0.0
     # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
@@ -618,7 +618,7 @@ class RunLog:
     after the last checkpoint: they are logged again), so the log holds one line a step. From here to close(),
     SIGTERM and SIGUSR1 ask the loop to stop (_preempt), and save_due() keeps the time."""
 
-    def __init__(self, out, rank, world, step, epoch, total, every):
+    def __init__(self, out, rank, world, step, epoch, total, every, loader=None, device='cpu'):
         path = os.path.join(out, 'log.jsonl')
         if rank == 0:
             keep = [line for line in (open(path) if os.path.exists(path) else []) if _logged_before(line, step, epoch)]
@@ -627,7 +627,8 @@ class RunLog:
             os.replace(path + '.tmp', path)
         self.file = open(path, 'a') if rank == 0 else None
         self.bar = tqdm(total=total, initial=step, disable=rank != 0, dynamic_ncols=True)
-        self.world, self.every, self.shown = world, every, {}
+        self.world, self.every, self.shown, self.loader, self.device = world, every, {}, loader, device
+        self.waited, self.epoch_wait, self.warned = getattr(loader, 'waited', 0.0), [0.0, 0.0], False
         self.sums, self.pending, self.steps, self.clips, self.t = {}, {}, 0, 0, time.time()
         self.bad, self.seen, self.examples = 0, 0, []
         self.last_save = time.time()
@@ -664,13 +665,18 @@ class RunLog:
         if step % self.every and step != self.bar.total:
             return
         keys = sorted(self.sums)                                # the same on every rank: skips are agreed
-        means = torch.stack([self.sums[k] for k in keys]).float() / self.steps if keys else torch.zeros(0)
-        if self.world > 1 and keys:
-            torch.distributed.all_reduce(means, op=torch.distributed.ReduceOp.AVG)
-        rec = dict(zip(keys, means.tolist()), step=step, epoch=epoch, lr=lr,
-                   clips_per_s=self.clips / (time.time() - self.t), skipped=skipped)
+        dt, waited = time.time() - self.t, getattr(self.loader, 'waited', 0.0)
+        row = torch.tensor([(waited - self.waited) / max(dt, 1e-9)], device=self.device)  # the share spent waiting
+        row = torch.cat([torch.stack([self.sums[k] for k in keys]).float() / self.steps, row]) if keys else row
+        rows = [torch.empty_like(row) for _ in range(self.world)] if self.world > 1 else [row]
+        if self.world > 1:                                      # one collective: means over ranks, the largest wait
+            torch.distributed.all_gather(rows, row)
+        rows = torch.stack(rows)
+        rec = dict(zip(keys, rows[:, :-1].mean(0).tolist()), step=step, epoch=epoch, lr=lr, clips_per_s=self.clips / dt,
+                   data_wait=rows[:, -1].max().item(), skipped=skipped)
         self.write(rec, {k: f'{v:.4g}' for k, v in rec.items() if k not in ('step', 'epoch', 'skipped')})
-        self.sums, self.steps, self.clips, self.t = {}, 0, 0, time.time()
+        self.epoch_wait = [self.epoch_wait[0] + rec['data_wait'] * dt, self.epoch_wait[1] + dt]
+        self.sums, self.steps, self.clips, self.t, self.waited = {}, 0, 0, time.time(), waited
 
     def epoch(self, epoch, step, device, scores=dict):
         """At an epoch's end (every rank), one reduction: the bad videos drawn over all ranks, and whether a
@@ -683,6 +689,12 @@ class RunLog:
         if seen and bad / seen > 0.1:
             stop_all(self.world, f'{bad} of {seen} videos ({bad / seen:.1%}) failed to load, more than 10%; e.g. '
                              f'{", ".join(self.examples[:5])}. Run `python data.py check`.')
+        share, self.epoch_wait = self.epoch_wait[0] / max(self.epoch_wait[1], 1e-9), [0.0, 0.0]
+        if share > 0.2 and not self.warned:                     # [ours] a fifth of the time idle: worth a remedy
+            self.warned = True
+            print0(f'data loading: the loop waited for batches {share:.0%} of epoch {epoch} (the slowest rank): try '
+                   f'more --workers (now {self.loader.num_workers}), --repeat in pretraining, a faster disk, or videos '
+                   're-encoded at a short side of 320')
         scores = {} if stop else scores()
         self.write(dict(epoch=epoch, step=step, bad_videos=bad, videos=seen, **scores),
                    {k[4:]: f'{v:.3f}' for k, v in scores.items() if isinstance(v, float) and '_mean' not in k})

@@ -364,3 +364,17 @@ def test_a_save_refused_by_the_file_system_stops_with_one_line_and_keeps_the_las
     assert torch.load(path, weights_only=True) == {'step': 1} and os.listdir(tmp_path) == ['ckpt.pt']
     with pytest.raises(SystemExit, match=f'--out {tmp_path}/ckpt.pt/sub is not writable: Not a directory'):
         pretrain.main(['--out', str(path / 'sub'), '--device', 'cpu'])
+
+
+def test_a_loader_bound_run_reports_its_data_wait_and_says_so_once(demo_root, tmp_path, monkeypatch, capsys):
+    """Videos that take 50 ms each to load: log lines carry data_wait, the share of the time the loop waited for its
+    batch (most of it here), and one line names the remedies, once in two epochs."""
+    real = data.PretrainDataset.load
+    monkeypatch.setattr(data.PretrainDataset, 'load', lambda self, *a: time.sleep(0.05) or real(self, *a))
+    steps, _ = run(demo_root, tmp_path, '--epochs', '2', '--val-clips', '0')
+    waits = [s['data_wait'] for s in steps]
+    assert 0.5 < np.mean(waits) and max(waits) <= 1, waits                         # epoch ends: work, not waits
+    assert capsys.readouterr().out.count('data loading: the loop waited for batches') == 1
+    monkeypatch.undo()
+    steps, _ = run(demo_root, tmp_path / 'fast', '--epochs', '1', '--val-clips', '0')
+    assert np.mean([s['data_wait'] for s in steps]) < 0.5, [s['data_wait'] for s in steps]
