@@ -185,11 +185,12 @@ def main(argv=None):
             # masks are drawn for the whole global step with one seed and taken by the clip's position in the epoch's
             # order (the sampler deals videos to ranks in turn, micro-batch after micro-batch), so that any world
             # size and --accum with the same global batch, and a resumed run, give each video the same mask
-            torch.manual_seed(step_seed(args.seed, step, rank=0))
-            mask = raw.draw_mask(clips_per_step, device)                # (B·world·accum, N)
-            dec = decoder_mask(mask, num_decoded(cfg)) if cfg.decoder_mask_ratio > 0 else mask
+            if micro == 0:                                              # a step starts at micro-batch 0, resumed too
+                torch.manual_seed(step_seed(args.seed, step, rank=0))
+                masks = raw.draw_mask(clips_per_step, device)           # (B·world·accum, N)
+                decs = decoder_mask(masks, num_decoded(cfg)) if cfg.decoder_mask_ratio > 0 else masks
             mask, dec = (m.view(args.accum, -1, world, args.repeat, N)[micro, :, rank].flatten(0, 1)
-                         for m in (mask, dec))
+                         for m in (masks, decs))
             last = micro == args.accum - 1                              # the optimizer step; DDP syncs gradients
             with autocast(device, args.amp), (model.no_sync() if world > 1 and not last else nullcontext()):
                 out = model(x, x_next, mask, dec)
