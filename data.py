@@ -7,11 +7,13 @@ on the device with `normalize` (a quarter of the bytes of float32 to copy).
 
   python data.py check --data demo                                  # generates the demo dataset (~30 s), checks it
   python data.py check --data ssv2 --data-root /data/ssv2 --workers 16   # read every video once before a long run
+  python data.py bench --data ssv2 --data-root /data/ssv2 --workers 8 --step-time 0.5  # loader clips/s, workers a GPU
 """
 import argparse
 import atexit
 import csv
 import json
+import math
 import multiprocessing.util  # its exit hook SIGTERMs and joins the workers: ours goes first
 import os
 import shutil
@@ -79,7 +81,7 @@ def normalize(x):
     mean, std = imagenet_stats(x.device)
     return (x.float() - 255 * mean) / (255 * std)
 
-# --- decoding: OpenCV, sequential grab(), retrieve() only needed frames; container frame counts are estimates
+# --- decoding: OpenCV, grab() in order (seeking in long videos), retrieve() only needed frames; counts are estimates
 
 class BadVideo(Exception):
     """A video that cannot be used: missing, empty, not a video, corrupt, truncated or too short."""
@@ -118,10 +120,51 @@ def _grab(cap, wanted=None, keep=True):
         i += 1
     return frames, i
 
+SEEK = 300  # [ours] frames from this one on are reached by seeking (10 s at 30 fps: Kinetics' clips never seek)
+
+def _times(path, last):
+    """Presentation times (ms, sorted) of a video's frames 0..last and the indices of its keyframes, read from its
+    packets without decoding (OpenCV's raw mode) -> (times, keys), or None where the stream ends first or times
+    repeat. Reading 64 packets past `last` places frames decoded out of order (B-frames) [ours]."""
+    cap, t, key = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1]), [], []
+    if cap.isOpened() and cap.set(cv2.CAP_PROP_FORMAT, -1):
+        while len(t) <= last + 64 and cap.grab():
+            t.append(cap.get(cv2.CAP_PROP_POS_MSEC))
+            key.append(cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME))
+    times = np.sort(t)
+    if len(t) <= last or np.any(np.diff(times) <= 0):
+        return None
+    return times[:last + 1], np.union1d(0, np.searchsorted(times, np.float64(t)[np.bool_(key)]))
+
+def _seek(cap, wanted, times, keys):
+    """The `wanted` frames (sorted, unique), seeking to a keyframe where one lies well ahead of the decoder, every frame
+    grabbed checked against its time, frame 0 first (OpenCV decodes it before a first seek anyway) -> RGB frames, or
+    None where a frame is not where the times put it (timestamps off, a bad seek): the caller decodes from the start."""
+    fps, frames, i = cap.get(cv2.CAP_PROP_FPS), [], 0  # i: the frame the next grab() returns, -1 after a seek
+    for w in wanted:
+        while i <= w:
+            k = keys[np.searchsorted(keys, max(w - 17, 0), 'right') - 1]  # the last keyframe 17 or more before w
+            if 0 < i < k - 16:  # OpenCV's set(POS_FRAMES, N) seeks back to the keyframe before time (N - 16) / fps,
+                cap.set(cv2.CAP_PROP_POS_FRAMES, int(times[k] * fps / 1000 + 0.5) + 17)  # numbers it by time x fps
+                i = -1  # and decodes frame by frame to number N: this N lands on k, returns k + 17 next, at any rate
+            if not cap.grab():
+                return None
+            t = cap.get(cv2.CAP_PROP_POS_MSEC)
+            i = int(np.searchsorted(times, t - 1e-3)) if i < 0 else i  # where the seek landed
+            if i > w or abs(times[i] - t) > 1e-3:
+                return None
+            i += 1
+        ok, f = cap.retrieve()
+        if not ok:
+            return None
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    return frames
+
 def _decode(path, pick):
     """Frames at the indices pick(n) chooses for a video of n frames -> (RGB frames at the sorted unique indices,
     where pick's indices are among them). n is the container's count; where the stream ends before an index, pick
-    is asked again with the real n (remembered, but the outcome never depends on what this process saw before)."""
+    is asked again with the real n (remembered, but the outcome never depends on what this process saw before).
+    Frames from SEEK on are reached by seeking where the video's packet times allow, else by decoding in order."""
     for _ in range(2):
         cap = _open(path)
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -129,7 +172,11 @@ def _decode(path, pick):
         if idx.max() >= _LENGTH.get(path, 10**7):  # known to end earlier: skip the decode that would find out
             idx = np.asarray(pick(_LENGTH[path]))
         uniq, inv = np.unique(idx, return_inverse=True)
-        frames, grabbed = _grab(cap, uniq)
+        table = _times(path, uniq[-1]) if uniq[-1] >= SEEK else None
+        frames = _seek(cap, uniq, *table) if table else None
+        if frames is not None:
+            return frames, inv.reshape(idx.shape)
+        frames, grabbed = _grab(_open(path) if table else cap, uniq)
         if len(frames) == len(uniq):
             return frames, inv.reshape(idx.shape)
         _LENGTH[path] = grabbed  # the stream ended early
@@ -738,7 +785,7 @@ def make_loader(dataset, batch_size, workers, shuffle, seed, rank=0, world=1, dr
     _LOADERS.add(loader)
     return loader
 
-# --- command line: read every video of a dataset once
+# --- command line: read every video of a dataset once (check); time the training loader (bench)
 
 def _scan(path):
     """Read every frame of a video once -> (frames, None) or (0, why)."""
@@ -747,16 +794,60 @@ def _scan(path):
     except (BadVideo, cv2.error) as e:
         return 0, str(e)
 
+def bench(args, samples):
+    """Clips a second of the training scripts' loader at the clip geometry of the preset (or the flags): pretraining's
+    clips with their +1 partners, or finetuning's augmented ones, in batches of 8 videos, timed for --seconds from
+    when every worker has delivered its first batch (start-up) -> clips/s in total."""
+    samples = [(args.video, 0)] * 10**4 if args.video else samples
+    if args.stage == 'pretrain':
+        ds = PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat, bool(args.flip))
+    else:
+        ds = VideoDataset(samples, 'train', args.num_frames, args.stride, dataset_info(args.data)['finetune_sampling'],
+                          args.img_size, bool(args.flip))
+    print(f'{args.video or args.data}: {len(set(samples))} videos; {args.stage} clips of {args.num_frames} frames at '
+          f'stride {args.stride}, {args.img_size} px, repeat {args.repeat}; {args.workers} workers, {args.seconds} s')
+    loader, warm, clips = make_loader(ds, 8, args.workers, True, 0, drop_last=False), max(args.workers, 1), 0
+    loader.sampler.set_epoch(0)
+    for i, batch in enumerate(tqdm(loader, disable=None, leave=False)):
+        if i < warm:  # start-up: until every worker has delivered a batch
+            t, clips, bad = time.perf_counter(), 0, 0
+            continue
+        clips, bad = clips + len(batch['x']), bad + len(batch['bad'])
+        if time.perf_counter() - t > args.seconds:
+            break
+    if not clips:
+        raise SystemExit(f'too few videos to time: {len(samples)} in batches of 8 for {warm} workers')
+    rate = clips / (time.perf_counter() - t)
+    print(f'{rate:.1f} clips/s in total, {rate / warm:.1f} a worker ({clips} clips after the first {warm} batches'
+          f'{f", {bad} bad videos replaced" if bad else ""})')
+    if args.step_time:
+        need = args.batch_size / args.step_time
+        print(f'a GPU training {args.batch_size} clips in {args.step_time} s a step takes {need:.1f} clips/s: '
+              f'{math.ceil(need / (rate / warm))} workers a GPU at this rate')
+    return rate
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description='read every video of a dataset split once: the bad ones, label counts')
-    p.add_argument('command', choices=['check'])
-    p.add_argument('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
-    p.add_argument('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
-    p.add_argument('--split', default='train', choices=['train', 'val'])
-    p.add_argument('--workers', type=int, default=1, help='processes; 0: this one')
-    p.add_argument('--num-frames', type=int, default=16, help='fewer frames than this is bad [VideoMAE: 16]')
+    p = argparse.ArgumentParser(description='check: read every video of a dataset split once: the bad ones, label '
+                                            'counts; bench: clips a second of the loader, workers a GPU needs')
+    a = p.add_argument
+    a('command', choices=['check', 'bench'])
+    a('--data', default='demo', help='ssv2 | k400 | ucf101 | demo | list:<file> [ours: demo]')
+    a('--data-root', default=None, help='the dataset folder [demo: data_cache/demo]')
+    a('--split', default='train', choices=['train', 'val'])
+    a('--workers', type=int, default=1, help='processes; 0: this one')
+    clip_args(a)  # check: a video of fewer frames than --num-frames is bad
+    a('--video', help='bench: one video (every clip from it) instead of the dataset')
+    a('--stage', default='pretrain', choices=['pretrain', 'finetune'], help='bench: whose clips and augmentation')
+    a('--repeat', type=int, default=1, help='bench, pretraining: clips cut from each decoded video')
+    a('--seconds', type=float, default=30, help='bench: how long to time')
+    a('--step-time', type=float, help='bench: seconds a GPU takes a step (pretrain.py --bench: ms/step)')
+    a('--batch-size', type=int, default=32, help='bench: clips a GPU a step [VideoMAE pretraining: 32]')
     args = p.parse_args(argv)
-    samples, classes = load_split(args.data, args.data_root, args.split)
+    fill_clip_args(args, dataset_info(args.data))
+    samples, classes = load_split(args.data, args.data_root, args.split) if not args.video else ([], [])
+    if args.command == 'bench':
+        bench(args, samples)
+        return 0
     paths = [path for path, _ in samples]
     pool = multiprocessing.Pool(args.workers, _one_thread) if args.workers else None
     res = list(tqdm(pool.imap(_scan, paths, 4) if pool else map(_scan, paths), total=len(paths), disable=None))

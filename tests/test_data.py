@@ -39,6 +39,96 @@ def test_sequential_and_sampled_reading_agree(shared_data):
     assert all(torch.equal(ds[(0, seed)]['x'], x) for seed, x in enumerate(known))
 
 
+def moving(n, h=48, w=64):
+    """n frames of a texture sliding one pixel a frame, the frame number in a corner: no two alike."""
+    tex = np.random.default_rng(0).integers(0, 256, (h, w + n, 3), np.uint8)
+    frames = [np.ascontiguousarray(tex[:, i:i + w]) for i in range(n)]
+    for i, f in enumerate(frames):
+        f[:8, :8] = 8 * (i % 32)
+    return frames
+
+
+def count_seeks(monkeypatch):
+    """Replace data._seek by a counting one -> list of (it returned frames, seeks it made) a call."""
+    calls, seek = [], data._seek
+
+    class Counted:
+        def __init__(self, cap):
+            self.cap, self.sets = cap, 0
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+        def set(self, *a):
+            self.sets += 1
+            return self.cap.set(*a)
+
+    def counted(cap, *a):
+        c = Counted(cap)
+        out = seek(c, *a)
+        calls.append((out is not None, c.sets))
+        return out
+    monkeypatch.setattr(data, '_seek', counted)
+    return calls
+
+
+def seeks_agree(path, calls):
+    """Clips (16 frames at stride 4 and their +1 partners) at the start, near it, in the middle, at the end, and five
+    clips at once, read by data.read_frames equal the frames decoded in order -> _seek's (returned frames, seeks)
+    for each read."""
+    every = data.read_frames(path)  # all frames: grab() in order, no seeking
+    n, out = len(every), []
+    clip = 4 * np.arange(16)[:, None] + np.array([0, 1])
+    for idx in [0 + clip, 1 + clip, n // 2 + clip, n - 62 + clip, np.linspace(0, n - 62, 5)[:, None, None] + clip]:
+        idx = np.clip(np.int64(idx), 0, n - 1).ravel()
+        calls.clear()
+        assert np.array_equal(data.read_frames(path, idx), every[idx]), (path, idx[:4])
+        out.append(calls[0] if len(calls) == 1 else calls[:])
+    return out
+
+
+def test_seeking_reads_the_frames_decoding_in_order_reads(tmp_path, monkeypatch):
+    calls = count_seeks(monkeypatch)
+    frames = moving(900)
+    for path in [write_video(tmp_path / 'long.mp4', frames, 'mp4v', 30),  # MPEG-4: a keyframe every 12 frames
+                 write_video(tmp_path / 'long.avi', frames, 'MJPG', 30)]:  # every frame a keyframe
+        # the start and near it: in order; the middle and the end: one seek; five clips: four (the first at 0)
+        assert seeks_agree(path, calls) == [[], [], (True, 1), (True, 1), (True, 4)]
+    data._write_video(str(tmp_path / 'demo.webm'), frames[:150])  # the demo's: FFV1 in Matroska, under .webm
+    monkeypatch.setattr(data, 'SEEK', 0)  # seek in a short video too
+    assert seeks_agree(str(tmp_path / 'demo.webm'), calls)[2:4] == [(True, 1), (True, 1)]
+    # timestamps that do not place the frames (a variable frame rate, a decoder's delay) are caught, frame 0 first
+    times, path = data._times, str(tmp_path / 'long.mp4')
+    for change, seeks in [(lambda t: t + 40, 0), (lambda t: np.where(np.arange(len(t)) == 460, t + 1, t), 1)]:
+        monkeypatch.setattr(data, '_times', lambda p, last: (change(times(p, last)[0]), times(p, last)[1]))
+        assert seeks_agree(path, calls)[2] == (False, seeks)  # then decoded in order: the same frames
+    monkeypatch.setattr(data, '_times', times)
+
+
+def test_seeking_in_the_real_clips(shared_data, monkeypatch):
+    calls = count_seeks(monkeypatch)
+    monkeypatch.setattr(data, 'SEEK', 0)  # all three are shorter than where seeking starts
+    videos = os.path.join(shared_data, 'videos')
+    assert seeks_agree(os.path.join(videos, 'flipping_a_pancake.mkv'), calls)[3] == (True, 1)  # keys 0, 150, 300
+    assert seeks_agree(os.path.join(videos, 'realshort.mp4'), calls)[3] == (True, 0)  # keys 0, 30: never worth it
+    assert seeks_agree(os.path.join(videos, 'test.avi'), calls)[3] == (False, 0)  # its times a frame late: in order
+
+
+def test_loader_bench_prints_clips_a_second_and_the_workers_a_gpu_needs(tmp_path, capsys):
+    import math
+    import re
+    video = write_video(tmp_path / 'v.avi', moving(40))
+    for stage in ('pretrain', 'finetune'):
+        assert data.main(['bench', '--video', video, '--data', 'demo', '--workers', '2', '--seconds', '1',
+                          '--step-time', '0.01', '--stage', stage]) == 0
+        out = capsys.readouterr().out
+        assert f'{stage} clips of 8 frames at stride 2, 32 px' in out and '2 workers' in out
+        total, each = map(float, re.search(r'([\d.]+) clips/s in total, ([\d.]+) a worker', out).groups())
+        need = int(re.search(r'3200.0 clips/s: (\d+) workers a GPU', out).group(1))  # 32 clips in 0.01 s
+        assert abs(total / 2 - each) < 0.1  # printed to 0.1
+        assert math.ceil(3200 / (each + .05)) <= need <= math.ceil(3200 / (each - .05))
+
+
 def test_bad_inputs_are_counted_not_raised(shared_data, tmp_path, capsys):
     videos = os.path.join(shared_data, 'videos')
     raw = open(os.path.join(videos, 'flipping_a_pancake.mkv'), 'rb').read()
