@@ -817,9 +817,10 @@ def bench(args, samples):
             break
     if not clips:
         raise SystemExit(f'too few videos to time: {len(samples)} in batches of 8 for {warm} workers')
-    rate = clips / (time.perf_counter() - t)
-    print(f'{rate:.1f} clips/s in total, {rate / warm:.1f} a worker ({clips} clips after the first {warm} batches'
-          f'{f", {bad} bad videos replaced" if bad else ""})')
+    dt = time.perf_counter() - t
+    rate = clips / dt
+    print(f'{rate:.1f} clips/s in total, {rate / warm:.1f} a worker ({clips} clips in {dt:.1f} s after the first '
+          f'{warm} batches{f", {bad} bad videos replaced" if bad else ""})')
     if args.step_time:
         need = args.batch_size / args.step_time
         print(f'a GPU training {args.batch_size} clips in {args.step_time} s a step takes {need:.1f} clips/s: '

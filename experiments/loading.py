@@ -6,6 +6,7 @@ the speed on short videos (the demo and the real test clips), best of several ro
     pip install av decord            # for this measurement only: neither is a dependency of the project
     git show <commit>:data.py > /tmp/data_before.py
     python experiments/loading.py --baseline /tmp/data_before.py --short ../shared/data/videos/*.mp4 ...
+    python experiments/loading.py --formats      # seeking against decoding in order on 8 containers / codecs
 
 The long video is generated here (PyAV's libx264, its default keyframes: at most 250 frames apart, more at scene
 cuts) in --cache: a textured scene panning, --seconds at 30 fps, --size W H. A clip is pretraining's: 16 frames at
@@ -49,6 +50,51 @@ def generate(path, seconds, W, H, fps=30):
     os.replace(path + '.tmp.mp4', path)
 
 
+def formats(folder):
+    """Seeking against decoding in order on containers and codecs OpenCV's writer cannot make: 1,200 frames 160x120,
+    clips at 6 places and 5 clips at once, every read asked to seek (data.SEEK = 0); -> prints, per video, whether
+    every read returned the same frames and how many reads seeked."""
+    import fractions
+    import av
+    frames = [np.ascontiguousarray(np.roll(np.random.default_rng(0).integers(0, 256, (120, 160, 3), np.uint8), 2 * i,
+                                           1)) for i in range(1200)]
+    for f, i in zip(frames, range(1200)):
+        cv2.putText(f, str(i), (5, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255), 2)
+    videos = {'h264.mp4': ('libx264', None), 'h264.mkv': ('libx264', None), 'vp8.webm': ('libvpx', None),
+              'vp9.webm': ('libvpx-vp9', None), 'ffv1.mkv': ('ffv1', None), 'mpeg4.mp4': ('mpeg4', None),
+              'mjpeg.avi': ('mjpeg', None), 'vfr.mp4': ('libx264', [33 if (i // 100) % 2 == 0 else 67 for i in
+                                                                     range(1200)])}  # ms between frames
+    for name, (codec, gaps) in videos.items():
+        path = os.path.join(folder, name)
+        out = av.open(path, 'w')
+        stream = out.add_stream(codec, rate=30, options={'g': '60'})
+        stream.width, stream.height = 160, 120
+        stream.pix_fmt = 'yuvj420p' if codec == 'mjpeg' else 'yuv420p'
+        if gaps:
+            stream.codec_context.time_base = stream.time_base = fractions.Fraction(1, 1000)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format='rgb24')
+            if gaps:
+                frame.pts, frame.time_base = sum(gaps[:i]), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+        out.close()
+        every = data.read_frames(path)
+        seeked, same, seek = 0, True, data._seek
+        data.SEEK, data._seek = 0, lambda cap, *a: seek(cap, *a)
+        for start in [0, 1, 300, 600, 1100, 1138, np.linspace(0, 1138, 5)[:, None, None]]:
+            idx = np.minimum(np.int64(start + 4 * np.arange(16)[:, None] + np.array([0, 1])), len(every) - 1).ravel()
+            calls = []
+            data._seek = lambda cap, *a: calls.append(seek(cap, *a)) or calls[-1]
+            same &= np.array_equal(data.read_frames(path, idx), every[idx])
+            seeked += any(c is not None for c in calls)
+        data.SEEK, data._seek = 300, seek
+        print(f'{name}: {len(every)} frames, the same frames as in order: {same}; reads the seeking path returned '
+              f'(no fallback): {seeked} of 7')
+
+
 def clip(start, n):
     return np.minimum(start + 4 * np.arange(16)[:, None] + np.array([0, 1]), n - 1).ravel()
 
@@ -81,9 +127,12 @@ def main():
     p.add_argument('--baseline', default=None, help='another data.py to time beside this one')
     p.add_argument('--short', nargs='*', default=[], help='short videos to time whole (with the demo\'s)')
     p.add_argument('--rounds', type=int, default=7, help='rounds over the short videos (best of)')
+    p.add_argument('--formats', action='store_true', help='only: seeking against decoding in order, 8 formats')
     args = p.parse_args()
     cv2.setNumThreads(1)
     os.makedirs(args.cache, exist_ok=True)
+    if args.formats:
+        return formats(args.cache)
     path = os.path.join(args.cache, f'long_{args.seconds}s_{args.size[0]}x{args.size[1]}.mp4')
     if not os.path.exists(path):
         generate(path, args.seconds, *args.size)
