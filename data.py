@@ -121,13 +121,14 @@ def _grab(cap, wanted=None, keep=True):
     return frames, i
 
 SEEK = 300  # [ours] frames from this one on are reached by seeking (10 s at 30 fps: Kinetics' clips never seek)
+AHEAD = 17  # a seek lands on a keyframe and returns the frame this far past it (_seek)
 
 def _times(path, last):
     """Presentation times (ms, sorted) of a video's frames 0..last and the indices of its keyframes, read from its
     packets without decoding (OpenCV's raw mode) -> (times, keys), or None where the stream ends first or times
     repeat. Reading 64 packets past `last` places frames decoded out of order (B-frames) [ours]."""
-    cap, t, key = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1]), [], []
-    if cap.isOpened() and cap.set(cv2.CAP_PROP_FORMAT, -1):
+    cap, t, key = _open(path), [], []
+    if cap.set(cv2.CAP_PROP_FORMAT, -1):
         while len(t) <= last + 64 and cap.grab():
             t.append(cap.get(cv2.CAP_PROP_POS_MSEC))
             key.append(cap.get(cv2.CAP_PROP_LRF_HAS_KEY_FRAME))
@@ -139,18 +140,25 @@ def _times(path, last):
 def _seek(cap, wanted, times, keys):
     """The `wanted` frames (sorted, unique), seeking to a keyframe where one lies well ahead of the decoder, every frame
     grabbed checked against its time, frame 0 first (OpenCV decodes it before a first seek anyway) -> RGB frames, or
-    None where a frame is not where the times put it (timestamps off, a bad seek): the caller decodes from the start."""
-    fps, frames, i = cap.get(cv2.CAP_PROP_FPS), [], 0  # i: the frame the next grab() returns, -1 after a seek
+    None where a frame is not where the times put it (timestamps off, a bad seek): the caller decodes from the start.
+    Unseen: a frame the decoder drops before a seek's landing (a corrupt packet; `data.py check` decodes all)."""
+    fps, frames = cap.get(cv2.CAP_PROP_FPS), []
+    i, sought, landed = 0, 0, True  # i: the frame the next grab() returns, once a seek has landed
     for w in wanted:
         while i <= w:
-            k = keys[np.searchsorted(keys, max(w - 17, 0), 'right') - 1]  # the last keyframe 17 or more before w
-            if 0 < i < k - 16:  # OpenCV's set(POS_FRAMES, N) seeks back to the keyframe before time (N - 16) / fps,
-                cap.set(cv2.CAP_PROP_POS_FRAMES, int(times[k] * fps / 1000 + 0.5) + 17)  # numbers it by time x fps
-                i = -1  # and decodes frame by frame to number N: this N lands on k, returns k + 17 next, at any rate
+            # OpenCV's set(POS_FRAMES, N) seeks back to the keyframe before time (N - 16) / fps, numbers it by time x
+            # fps and grabs frame by frame up to number N: N = k's number + AHEAD lands on keyframe k and returns frame
+            # k + AHEAD next, at any frame rate elsewhere. Each keyframe is sought once (a landing before it decodes
+            # forward), and only one more than 16 frames ahead of the decoder [ours].
+            k = keys[np.searchsorted(keys, max(w - AHEAD, 0), 'right') - 1]
+            if 0 < i < k - 16 and k > sought:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, int(times[k] * fps / 1000 + 0.5) + AHEAD)
+                sought, landed = k, False
             if not cap.grab():
                 return None
             t = cap.get(cv2.CAP_PROP_POS_MSEC)
-            i = int(np.searchsorted(times, t - 1e-3)) if i < 0 else i  # where the seek landed
+            if not landed:  # where the seek landed, by its time
+                i, landed = int(np.searchsorted(times, t - 1e-3)), True
             if i > w or abs(times[i] - t) > 1e-3:
                 return None
             i += 1
@@ -174,12 +182,12 @@ def _decode(path, pick):
         uniq, inv = np.unique(idx, return_inverse=True)
         table = _times(path, uniq[-1]) if uniq[-1] >= SEEK else None
         frames = _seek(cap, uniq, *table) if table else None
-        if frames is not None:
-            return frames, inv.reshape(idx.shape)
-        frames, grabbed = _grab(_open(path) if table else cap, uniq)
-        if len(frames) == len(uniq):
-            return frames, inv.reshape(idx.shape)
-        _LENGTH[path] = grabbed  # the stream ended early
+        if frames is None:
+            frames, grabbed = _grab(_open(path) if table else cap, uniq)
+            if len(frames) < len(uniq):
+                _LENGTH[path] = grabbed  # the stream ended early
+                continue
+        return frames, inv.reshape(idx.shape)
     raise BadVideo('frame count changes between reads')
 
 def read_frames(path, indices=None):
@@ -798,15 +806,17 @@ def bench(args, samples):
     """Clips a second of the training scripts' loader at the clip geometry of the preset (or the flags): pretraining's
     clips with their +1 partners, or finetuning's augmented ones, in batches of 8 videos, timed for --seconds from
     when every worker has delivered its first batch (start-up) -> clips/s in total."""
-    samples = [(args.video, 0)] * 10**4 if args.video else samples
+    samples, info = [(args.video, 0)] * 10**4 if args.video else samples, dataset_info(args.data)
+    flip = args.flip if args.flip is not None else args.stage == 'finetune' and info['flip']  # as the scripts
     if args.stage == 'pretrain':
-        ds = PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat, bool(args.flip))
+        ds = PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat, flip)
     else:
-        ds = VideoDataset(samples, 'train', args.num_frames, args.stride, dataset_info(args.data)['finetune_sampling'],
-                          args.img_size, bool(args.flip))
+        ds = VideoDataset(samples, 'train', args.num_frames, args.stride, info['finetune_sampling'], args.img_size,
+                          flip)
     print(f'{args.video or args.data}: {len(set(samples))} videos; {args.stage} clips of {args.num_frames} frames at '
           f'stride {args.stride}, {args.img_size} px, repeat {args.repeat}; {args.workers} workers, {args.seconds} s')
-    loader, warm, clips = make_loader(ds, 8, args.workers, True, 0, drop_last=False), max(args.workers, 1), 0
+    loader = make_loader(ds, 8, args.workers, True, 0, drop_last=False)
+    warm, clips = max(args.workers, 1), 0
     loader.sampler.set_epoch(0)
     for i, batch in enumerate(tqdm(loader, disable=None, leave=False)):
         if i < warm:  # start-up: until every worker has delivered a batch
@@ -841,9 +851,11 @@ def main(argv=None):
     a('--stage', default='pretrain', choices=['pretrain', 'finetune'], help='bench: whose clips and augmentation')
     a('--repeat', type=int, default=1, help='bench, pretraining: clips cut from each decoded video')
     a('--seconds', type=float, default=30, help='bench: how long to time')
-    a('--step-time', type=float, help='bench: seconds a GPU takes a step (pretrain.py --bench: ms/step)')
-    a('--batch-size', type=int, default=32, help='bench: clips a GPU a step [VideoMAE pretraining: 32]')
+    a('--step-time', type=float, help='bench: seconds a GPU takes a step (pretrain.py --bench prints ms/step)')
+    a('--batch-size', type=int, default=32, help='bench: clips a GPU a step [VideoMAE pretraining: 32; UCF101 24]')
     args = p.parse_args(argv)
+    if args.video and args.command == 'check':
+        p.error('--video is for bench; check reads a dataset split')
     fill_clip_args(args, dataset_info(args.data))
     samples, classes = load_split(args.data, args.data_root, args.split) if not args.video else ([], [])
     if args.command == 'bench':

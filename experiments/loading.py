@@ -5,7 +5,7 @@ the speed on short videos (the demo and the real test clips), best of several ro
 
     pip install av decord            # for this measurement only: neither is a dependency of the project
     git show <commit>:data.py > /tmp/data_before.py
-    python experiments/loading.py --baseline /tmp/data_before.py --short ../shared/data/videos/*.mp4 ...
+    python experiments/loading.py --baseline /tmp/data_before.py --short path/to/short/*.mp4 ...
     python experiments/loading.py --formats      # seeking against decoding in order on 8 containers / codecs
 
 The long video is generated here (PyAV's libx264, its default keyframes: at most 250 frames apart, more at scene

@@ -1,6 +1,8 @@
 """data.py on CPU in seconds: decoding, bad input, dataset layouts, pair augmentation, the demo, the sampler."""
 import json
+import math
 import os
+import re
 
 import cv2
 import numpy as np
@@ -48,8 +50,9 @@ def moving(n, h=48, w=64):
     return frames
 
 
-def count_seeks(monkeypatch):
-    """Replace data._seek by a counting one -> list of (it returned frames, seeks it made) a call."""
+def count_seeks(monkeypatch, early=0):
+    """Replace data._seek by a counting one -> list of (it returned frames, seeks it made) a call. early: every seek
+    aims that many frames before where it was asked to (a seek that lands short)."""
     calls, seek = [], data._seek
 
     class Counted:
@@ -59,9 +62,10 @@ def count_seeks(monkeypatch):
         def __getattr__(self, name):
             return getattr(self.cap, name)
 
-        def set(self, *a):
+        def set(self, prop, value):
             self.sets += 1
-            return self.cap.set(*a)
+            assert self.sets < 50, 'seeking in a loop'
+            return self.cap.set(prop, max(value - early, 0))
 
     def counted(cap, *a):
         c = Counted(cap)
@@ -88,7 +92,7 @@ def seeks_agree(path, calls):
 
 
 def test_seeking_reads_the_frames_decoding_in_order_reads(tmp_path, monkeypatch):
-    calls = count_seeks(monkeypatch)
+    seek, calls = data._seek, count_seeks(monkeypatch)
     frames = moving(900)
     for path in [write_video(tmp_path / 'long.mp4', frames, 'mp4v', 30),  # MPEG-4: a keyframe every 12 frames
                  write_video(tmp_path / 'long.avi', frames, 'MJPG', 30)]:  # every frame a keyframe
@@ -103,6 +107,9 @@ def test_seeking_reads_the_frames_decoding_in_order_reads(tmp_path, monkeypatch)
         monkeypatch.setattr(data, '_times', lambda p, last: (change(times(p, last)[0]), times(p, last)[1]))
         assert seeks_agree(path, calls)[2] == (False, seeks)  # then decoded in order: the same frames
     monkeypatch.setattr(data, '_times', times)
+    monkeypatch.setattr(data, '_seek', seek)
+    calls = count_seeks(monkeypatch, early=40)  # landing 40 frames short: decoded forward, each keyframe sought once
+    assert seeks_agree(path, calls)[2:] == [(True, 1), (True, 1), (True, 4)]
 
 
 def test_seeking_in_the_real_clips(shared_data, monkeypatch):
@@ -115,15 +122,16 @@ def test_seeking_in_the_real_clips(shared_data, monkeypatch):
 
 
 def test_loader_bench_prints_clips_a_second_and_the_workers_a_gpu_needs(tmp_path, capsys):
-    import math
-    import re
     video = write_video(tmp_path / 'v.avi', moving(40))
-    for stage in ('pretrain', 'finetune'):
+    for stage, repeat in ('pretrain', 2), ('finetune', 1):
         assert data.main(['bench', '--video', video, '--data', 'demo', '--workers', '2', '--seconds', '1',
-                          '--step-time', '0.01', '--stage', stage]) == 0
+                          '--step-time', '0.01', '--stage', stage, '--repeat', str(repeat)]) == 0
         out = capsys.readouterr().out
-        assert f'{stage} clips of 8 frames at stride 2, 32 px' in out and '2 workers' in out
-        total, each = map(float, re.search(r'([\d.]+) clips/s in total, ([\d.]+) a worker', out).groups())
+        assert f'{stage} clips of 8 frames at stride 2, 32 px, repeat {repeat}; 2 workers' in out
+        total, each, clips, dt = map(float, re.search(
+            r'([\d.]+) clips/s in total, ([\d.]+) a worker \((\d+) clips in ([\d.]+) s', out).groups())
+        assert clips % (8 * repeat) == 0  # batches of 8 videos, `repeat` clips each
+        assert clips / (dt + .05) - .05 <= total <= clips / (dt - .05) + .05  # printed to 0.1
         need = int(re.search(r'3200.0 clips/s: (\d+) workers a GPU', out).group(1))  # 32 clips in 0.01 s
         assert abs(total / 2 - each) < 0.1  # printed to 0.1
         assert math.ceil(3200 / (each + .05)) <= need <= math.ceil(3200 / (each - .05))
