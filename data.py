@@ -806,7 +806,8 @@ def bench(args, samples):
     """Clips a second of the training scripts' loader at the clip geometry of the preset (or the flags): pretraining's
     clips with their +1 partners, or finetuning's augmented ones, in batches of 8 videos, timed for --seconds from
     when every worker has delivered its first batch (start-up) -> clips/s in total."""
-    samples, info = [(args.video, 0)] * 10**4 if args.video else samples, dataset_info(args.data)
+    samples = [(args.video, 0)] * 10**4 if args.video else samples
+    info = dataset_info(args.data)
     flip = args.flip if args.flip is not None else args.stage == 'finetune' and info['flip']  # as the scripts
     if args.stage == 'pretrain':
         ds = PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat, flip)
