@@ -804,8 +804,8 @@ def _scan(path):
 
 def bench(args, samples):
     """Clips a second of the training scripts' loader at the clip geometry of the preset (or the flags): pretraining's
-    clips with their +1 partners, or finetuning's augmented ones, in batches of 8 videos, timed for --seconds from
-    when every worker has delivered its first batch (start-up) -> clips/s in total."""
+    clips with their +1 partners (`repeat` a video), or finetuning's with the full-scale augmentation (`repeat`: its
+    --num-sample), in batches of 8 videos, timed for --seconds once every worker has delivered its first batch."""
     samples = [(args.video, 0)] * 10**4 if args.video else samples
     info = dataset_info(args.data)
     flip = args.flip if args.flip is not None else args.stage == 'finetune' and info['flip']  # as the scripts
@@ -813,7 +813,7 @@ def bench(args, samples):
         ds = PretrainDataset(samples, args.num_frames, args.stride, 1, args.img_size, args.repeat, flip)
     else:
         ds = VideoDataset(samples, 'train', args.num_frames, args.stride, info['finetune_sampling'], args.img_size,
-                          flip)
+                          flip, num_sample=args.repeat)
     print(f'{args.video or args.data}: {len(set(samples))} videos; {args.stage} clips of {args.num_frames} frames at '
           f'stride {args.stride}, {args.img_size} px, repeat {args.repeat}; {args.workers} workers, {args.seconds} s')
     loader = make_loader(ds, 8, args.workers, True, 0, drop_last=False)
@@ -823,7 +823,7 @@ def bench(args, samples):
         if i < warm:  # start-up: until every worker has delivered a batch
             t, clips, bad = time.perf_counter(), 0, 0
             continue
-        clips, bad = clips + len(batch['x']), bad + len(batch['bad'])
+        clips, bad = clips + batch['x'].numel() // math.prod(batch['x'].shape[-4:]), bad + len(batch['bad'])
         if time.perf_counter() - t > args.seconds:
             break
     if not clips:
@@ -850,7 +850,7 @@ def main(argv=None):
     clip_args(a)  # check: a video of fewer frames than --num-frames is bad
     a('--video', help='bench: one video (every clip from it) instead of the dataset')
     a('--stage', default='pretrain', choices=['pretrain', 'finetune'], help='bench: whose clips and augmentation')
-    a('--repeat', type=int, default=1, help='bench, pretraining: clips cut from each decoded video')
+    a('--repeat', type=int, default=1, help='bench: clips cut from each decoded video (finetuning: --num-sample)')
     a('--seconds', type=float, default=30, help='bench: how long to time')
     a('--step-time', type=float, help='bench: seconds a GPU takes a step (pretrain.py --bench prints ms/step)')
     a('--batch-size', type=int, default=32, help='bench: clips a GPU a step [VideoMAE pretraining: 32; UCF101 24]')

@@ -123,7 +123,7 @@ def test_seeking_in_the_real_clips(shared_data, monkeypatch):
 
 def test_loader_bench_prints_clips_a_second_and_the_workers_a_gpu_needs(tmp_path, capsys):
     video = write_video(tmp_path / 'v.avi', moving(40))
-    for stage, repeat in ('pretrain', 2), ('finetune', 1):
+    for stage, repeat in ('pretrain', 2), ('finetune', 2):
         assert data.main(['bench', '--video', video, '--data', 'demo', '--workers', '2', '--seconds', '1',
                           '--step-time', '0.01', '--stage', stage, '--repeat', str(repeat)]) == 0
         out = capsys.readouterr().out
