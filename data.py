@@ -145,12 +145,12 @@ def _seek(cap, wanted, times, keys):
     fps, frames = cap.get(cv2.CAP_PROP_FPS), []
     i, sought, landed = 0, 0, True  # i: the frame the next grab() returns, once a seek has landed
     for w in wanted:
+        # OpenCV's set(POS_FRAMES, N) seeks back to the keyframe before time (N - 16) / fps, numbers it by time x fps
+        # and grabs frame by frame up to number N: N = k's number + AHEAD lands on keyframe k and returns frame
+        # k + AHEAD next, at any frame rate elsewhere. Each keyframe is sought once (a landing before it decodes
+        # forward), and only one more than 16 frames ahead of the decoder [ours].
+        k = keys[np.searchsorted(keys, max(w - AHEAD, 0), 'right') - 1]
         while i <= w:
-            # OpenCV's set(POS_FRAMES, N) seeks back to the keyframe before time (N - 16) / fps, numbers it by time x
-            # fps and grabs frame by frame up to number N: N = k's number + AHEAD lands on keyframe k and returns frame
-            # k + AHEAD next, at any frame rate elsewhere. Each keyframe is sought once (a landing before it decodes
-            # forward), and only one more than 16 frames ahead of the decoder [ours].
-            k = keys[np.searchsorted(keys, max(w - AHEAD, 0), 'right') - 1]
             if 0 < i < k - 16 and k > sought:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, int(times[k] * fps / 1000 + 0.5) + AHEAD)
                 sought, landed = k, False
