@@ -135,6 +135,15 @@ def test_loader_bench_prints_clips_a_second_and_the_workers_a_gpu_needs(tmp_path
         need = int(re.search(r'3200.0 clips/s: (\d+) workers a GPU', out).group(1))  # 32 clips in 0.01 s
         assert abs(total / 2 - each) < 0.1  # printed to 0.1
         assert math.ceil(3200 / (each + .05)) <= need <= math.ceil(3200 / (each - .05))
+    # a dataset the loader runs through: 24 videos, 3 batches, the first one start-up: 2 x 8 videos x 2 clips
+    listing = tmp_path / 'list_train.txt'
+    listing.write_text(f'{video} 0\n' * 24)
+    for stage in ('pretrain', 'finetune'):
+        data.main(['bench', '--data', f'list:{listing}', '--workers', '0', '--seconds', '600', '--stage', stage,
+                   '--repeat', '2', '--img-size', '32', '--num-frames', '8', '--stride', '2'])
+        assert ' a worker (32 clips in ' in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # --video is bench's
+        data.main(['check', '--video', video])
 
 
 def test_bad_inputs_are_counted_not_raised(shared_data, tmp_path, capsys):
