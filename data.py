@@ -333,14 +333,13 @@ def _rand_augment(x, rng, size, m=7, n=4):
 def _erase(x, rng, p):
     """Random erasing [VideoMAE: timm's, mode 'pixel', on the clip as a batch of frames]: each frame with probability
     p gets its own box (2-33% of the area, aspect .3-3.3) of noise ~ N(ImageNet mean, std), clipped to uint8 [ours:
-    the loaders deliver uint8]. x (T, S, S, 3) uint8, changed in place."""
-    for f in x:
-        box = _random_box(rng, *f.shape[:2], (0.02, 1 / 3), (0.3, 1 / 0.3)) if rng.random() < p else None
+    the loaders deliver uint8]. x (3, T, S, S) uint8, changed in place."""
+    for t in range(x.shape[1]):
+        box = _random_box(rng, *x.shape[2:], (0.02, 1 / 3), (0.3, 1 / 0.3)) if rng.random() < p else None
         if box:
             y, x0, h, w = box
             noise = rng.normal(np.float32(IMAGENET_MEAN) * 255, np.float32(IMAGENET_STD) * 255, (h, w, 3))
-            f[y:y + h, x0:x0 + w] = np.clip(noise, 0, 255)
-    return x
+            x[:, t, y:y + h, x0:x0 + w] = np.clip(noise, 0, 255).transpose(2, 0, 1)
 
 # --- sampling: pretraining clips with their +g partners, finetuning and test views; bad input replaced
 
@@ -442,13 +441,13 @@ class VideoDataset(_Videos):
         if train:
             R, side = self.num_sample, min(H, W)
             x = np.empty((R, 3, T, S, S), np.uint8)
+            frames = np.stack([frames[i] for i in idx[0]])  # (T, H, W, 3): the clip, augmented R times below
             for r in range(R):  # one decode, R augmentations [VideoMAE: --num_sample]
-                clip = np.stack([frames[i] for i in idx[0]])  # (T, H, W, 3)
-                clip = _rand_augment(clip, rng, S) if self.rand_aug else clip
+                clip = _rand_augment(frames, rng, S) if self.rand_aug else frames
                 box = _random_box(rng, H, W, (self.min_crop, 1), (3 / 4, 4 / 3))
                 box = box or ((H - side) // 2, (W - side) // 2, side, side)
                 _crop_resize(clip, range(T), box, x[r], self.flip and rng.random() < 0.5)
-                x[r] = _erase(np.ascontiguousarray(x[r].transpose(1, 2, 3, 0)), rng, self.erase_p).transpose(3, 0, 1, 2)
+                _erase(x[r], rng, self.erase_p)
             x = torch.from_numpy(x if R > 1 else x[0])  # (R, 3, T, S, S) or (3, T, S, S)
         else:  # a square of the short side, resized to S = short side -> S, then an S x S crop
             side, crops = min(H, W), self.test_crops if self.mode == 'test' else 1
