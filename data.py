@@ -70,11 +70,6 @@ def dataset_info(data):
         raise SystemExit(f'unknown --data {data}: use ssv2, k400, ucf101, demo or list:<file>')
     return DATASETS[kind]
 
-def sync(device):
-    """Wait for the device's queued work (CUDA), for timing."""
-    if torch.device(device).type == 'cuda':
-        torch.cuda.synchronize(device)
-
 def normalize(x):
     """uint8 (..., 3, T, H, W) -> float32 (x/255 - mean)/std, ImageNet statistics, on x's device; the channel dim is
     -4 (a clip is (3, T, H, W), a batch (B, 3, T, H, W)). The loaders deliver uint8: call this on the device."""
@@ -757,25 +752,18 @@ class _Loader(torch.utils.data.DataLoader):
             self.waited += time.perf_counter() - t
             yield batch
 
-    def close(self):
-        """Stop the persistent workers now: they exit when told to (a sentinel in their queue); one stuck (a hung read)
-        is killed, SIGTERM being ignored."""
-        if self._iterator is not None:
-            self._iterator._shutdown_workers()
-            for w in self._iterator._workers:
-                if w.is_alive():
-                    w.kill()
-            self._iterator = None
-
 _LOADERS = weakref.WeakSet()
 
 @atexit.register  # after multiprocessing.util's exit hook is registered (imported above), so it runs before it
 def close_loaders():
-    """Stop the workers of every loader still open, then kill this process's other daemon children: loader workers
-    whose loader is gone while an exception's traceback holds their iterator (multiprocessing's exit would SIGTERM
-    them, which they ignore, and wait). A launched rank calls this itself: it leaves without atexit."""
+    """Stop the workers of every loader still open (they exit when told to: a sentinel in their queue), then kill this
+    process's daemon children left: a stuck worker (a hung read), or one whose loader is gone while an exception's
+    traceback holds its iterator (multiprocessing's exit would SIGTERM them, which they ignore, and wait). A launched
+    rank calls this itself: it leaves without atexit."""
     for loader in list(_LOADERS):
-        loader.close()
+        if loader._iterator is not None:
+            loader._iterator._shutdown_workers()
+            loader._iterator = None
     for p in multiprocessing.active_children():
         if p.daemon:
             p.kill()
@@ -817,7 +805,6 @@ def bench(args, samples):
           f'stride {args.stride}, {args.img_size} px, repeat {args.repeat}; {args.workers} workers, {args.seconds} s')
     loader = make_loader(ds, 8, args.workers, True, 0, drop_last=False)
     warm, clips = max(args.workers, 1), 0
-    loader.sampler.set_epoch(0)
     for i, batch in enumerate(tqdm(loader, disable=None, leave=False)):
         if i < warm:  # start-up: until every worker has delivered a batch
             t, clips, bad = time.perf_counter(), 0, 0

@@ -184,6 +184,11 @@ def imagenet_stats(device):
         _STATS[device] = stats
     return stats
 
+def sync(device):
+    """Wait for the device's queued work (CUDA), for timing."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize(device)
+
 def unnormalize(x):
     """ImageNet-normalized (B, C, T, H, W) -> [0, 1] pixels, as VideoMAE does before its targets."""
     mean, std = imagenet_stats(x.device)

@@ -35,9 +35,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from data import (BadData, PretrainDataset, clip_args, close_loaders, collate, dataset_info, ensure_demo,
-                  fill_clip_args, load_split, make_loader, normalize, sync)
+                  fill_clip_args, load_split, make_loader, normalize)
 from model import (PRESETS, TARGETS, CheckpointError, ModelConfig, MotionMAE, checkpoint_config, configure_optimizer,
-                   decoder_mask, load_checkpoint, num_decoded, patchify, read_checkpoint, unnormalize, unpatchify)
+                   decoder_mask, load_checkpoint, num_decoded, patchify, read_checkpoint, sync, unnormalize, unpatchify)
 
 # -----------------------------------------------------------------------------
 # recipes: [VideoMAE] full-scale pretraining per dataset (its scripts; EXPERIMENTS.md: Recipes); 'demo' is ours,

@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import ensure_demo, normalize, read_palette_png, sync, write_palette_png
-from model import PRESETS, ModelConfig, VideoClassifier, checkpoint_config, load_checkpoint, read_checkpoint
+from data import ensure_demo, normalize, read_palette_png, write_palette_png
+from model import PRESETS, ModelConfig, VideoClassifier, checkpoint_config, load_checkpoint, read_checkpoint, sync
 
 # ----------------------------------------------------------------------------------------------------------
 # DAVIS layout: JPEGImages/480p/<seq>/*.jpg, Annotations/480p/<seq>/*.png, ImageSets/2017/<split>.txt
