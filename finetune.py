@@ -353,7 +353,7 @@ def main(argv=None):
            f'{"linear probe" if probe else "finetune"} of '
            f'{n_train:,} params, {device}, world {world}')
     log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every, loader, device)
-    step_loss, val = 0.0, None
+    val = None
     while epoch < args.epochs:
         set_train(raw, probe)
         loader.sampler.set_epoch(epoch, skip=it0 * loader.batch_size)
@@ -377,13 +377,11 @@ def main(argv=None):
                 out = {'loss': soft_cross_entropy(model(x), target)}
                 scaler.scale(out['loss'] / args.accum).backward()
             log.batch(batch, len(batch['label']), out, args.accum)
-            step_loss = step_loss + out['loss'].detach() / args.accum
             if not last:
                 continue
             due = log.save_due(args.save_minutes)                       # on this rank's clock
-            stepped, stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, None, due)
+            stepped, stop, save = optimizer_step(opt, scaler, log.pending['loss'], world, nan, step, None, due)
             step += 1
-            step_loss = 0.0
             log.step(step, epoch, lr_now, videos_per_step * args.num_sample, nan['total'], stepped)
             if save:                                                    # every --save-minutes, and when stopped
                 stop = checkpoint(epoch, it + 1) or stop

@@ -168,7 +168,6 @@ def main(argv=None):
            f"targets {', '.join(f'{n}={w:g}' for n, w in raw.weights.items())}")
     log = RunLog(args.out, rank, world, step, epoch, lrs['total'], args.log_every, loader, device)
     B, N = args.batch_size, math.prod(cfg.grid)                         # clips a rank a micro-step, tokens a clip
-    step_loss = 0.0
     # the picture shows the first two held-out clips with their fixed mask (else the first training batch's)
     vis = None if val is None else (normalize(val['x'][:2]).to(device), normalize(val['x_next'][:2]).to(device),
                                     val['mask'][:2].to(device))
@@ -196,14 +195,13 @@ def main(argv=None):
                 out = model(x, x_next, mask, dec)
                 scaler.scale(out['loss'] / args.accum).backward()
             log.batch(batch, len(x) // args.repeat, out, args.accum)
-            step_loss = step_loss + out['loss'].detach() / args.accum
             vis = vis if vis is not None else (x[:2].clone(), x_next[:2].clone(), mask[:2].clone())
             if not last:
                 continue
             due = log.save_due(args.save_minutes)                       # on this rank's clock
-            stepped, stop, save = optimizer_step(opt, scaler, step_loss, world, nan, step, args.clip_grad, due)
+            loss = log.pending['loss']                                  # the step's, summed over its micro-batches
+            stepped, stop, save = optimizer_step(opt, scaler, loss, world, nan, step, args.clip_grad, due)
             step += 1
-            step_loss = 0.0
             log.step(step, epoch, lr_now, clips_per_step, nan['total'], stepped)
             if save:                                                    # every --save-minutes, and when stopped
                 stop = checkpoint(epoch, it + 1) or stop
