@@ -86,8 +86,9 @@ def tables():
     ft = {}
     for d in DATASETS:
         info = dataset_info(d)
-        ft[d] = dict(info, sampling=info['finetune_sampling'], **{k: v for k, v in vars(finetune.get_args(['--data', d, '--init', ''])).items()
-                              if v is not None}, test_views=f"{info['test_clips']}x{info['test_crops']}")
+        args = {k: v for k, v in vars(finetune.get_args(['--data', d, '--init', ''])).items() if v is not None}
+        views = f"{info['test_clips']}x{info['test_crops']}"
+        ft[d] = dict(info, sampling=info['finetune_sampling'], **args, test_views=views)
     return table('pretraining', PRETRAIN, pre) + '\n\n' + table('finetuning', FINETUNE, ft)
 
 
